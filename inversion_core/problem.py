@@ -1,0 +1,132 @@
+"""The per-step inversion problem shared by every method.
+
+A deterministic Euler step of ComfyUI's sampler maps x_hi (at sigma_hi) to
+x_lo = x_hi + (sigma_lo - sigma_hi) * d(x_hi, sigma_hi). Inverting it exactly means solving the implicit equation
+
+    x_hi = anchor + delta * d(x_hi, sigma_hi)                                         (1)
+
+with anchor = x_lo and delta = sigma_hi - sigma_lo (Hong et al. 2023 "exact inversion"; ReNoise, Garibi et al.
+2024, eq. 5 is the fixed-point iteration on (1)). Stochastic steps fit the same form once their noise is fixed:
+Euler-ancestral moves anchor by the injected noise and uses sigma_down, LCM uses delta = sigma_hi (see
+``steps``). So every method is a solver for (1): the map G(x) = anchor + delta * d(x, sigma_hi) and the
+residual r(x) = G(x) - x, whose scaled norm is exactly the error with which the forward step from x lands on x_lo.
+
+Everything is per sample: a batch of B latents is B independent problems, each with its own stopping, while the
+model is still evaluated on the whole batch (so conditioning batches keep their order).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+
+from .errors import NonFiniteError
+from .monitor import Monitor, SILENT
+from .spaces import derivative, per_sample
+
+DenoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def batch_rms(t: torch.Tensor) -> torch.Tensor:
+    """Root mean square per sample: [B, ...] -> [B]."""
+    return t.flatten(1).pow(2).mean(dim=1).sqrt()
+
+
+class Denoiser:
+    """A model callable D(x, sigma_vec) -> x0 that counts calls, reports them and checks for NaN.
+
+    The state stays in ``dtype`` (float32 at least) whatever precision the model runs in.
+    """
+
+    def __init__(self, fn: DenoiseFn, monitor: Monitor = SILENT, dtype: torch.dtype = torch.float32):
+        self.fn = fn
+        self.monitor = monitor
+        self.dtype = dtype
+        self.calls = 0
+
+    def __call__(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        self.monitor.check()
+        sigma_vec = torch.as_tensor(sigma, dtype=self.dtype, device=x.device)
+        if sigma_vec.ndim == 0:
+            sigma_vec = sigma_vec.expand(x.shape[0])
+        out = self.fn(x, sigma_vec).to(self.dtype)
+        self.calls += 1
+        self.monitor.model_call()
+        if not torch.isfinite(out).all():
+            raise NonFiniteError(
+                f"the model returned NaN/inf at sigma={float(sigma_vec.max()):.4g}", sigma=float(sigma_vec.max())
+            )
+        return out
+
+
+@dataclass
+class Evaluation:
+    """One model evaluation at x: D(x), d(x), the fixed-point image G(x) and the residual G(x) - x."""
+
+    x: torch.Tensor
+    denoised: torch.Tensor
+    d: torch.Tensor
+    image: torch.Tensor
+    residual: torch.Tensor
+
+
+@dataclass
+class StepProblem:
+    """Equation (1) for one sampler step (index ``index`` in sampling order, sigma_hi -> sigma_lo)."""
+
+    denoiser: Denoiser
+    x_lo: torch.Tensor           # the latent this step must land on
+    anchor: torch.Tensor         # (1)'s constant term
+    delta: float                 # (1)'s step length
+    sigma_hi: float              # the model is evaluated here
+    sigma_lo: float
+    index: int                   # step index in sampling order (0 = highest sigma)
+    inversion_step: int          # 0 for the first inversion step (lowest sigma), counting up
+    x0: torch.Tensor             # the clean latent being inverted (for priors and regulariser references)
+    parametrization: str = "ve"
+    error_scale: float = 1.0     # forward(x) - x_lo = -error_scale * r(x)
+    monitor: Monitor = field(default_factory=lambda: SILENT)
+
+    def evaluate(self, x: torch.Tensor) -> Evaluation:
+        denoised = self.denoiser(x, self.sigma_hi)
+        d = derivative(x, denoised, self.sigma_hi)
+        image = self.anchor + self.delta * d
+        return Evaluation(x, denoised, d, image, image - x)
+
+    def image_of(self, d: torch.Tensor) -> torch.Tensor:
+        """G for a given derivative: the x_hi that a derivative d implies through (1)."""
+        return self.anchor + self.delta * d
+
+    def relative_error(self, residual: torch.Tensor) -> torch.Tensor:
+        """Per-sample RMS error of landing on x_lo, relative to the RMS of x_lo: [B]."""
+        return self.error_scale * batch_rms(residual) / batch_rms(self.x_lo).clamp_min(1e-8)
+
+
+def keep_where(mask: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """Per-sample select: samples with mask [B] True take ``new``."""
+    return torch.where(per_sample(mask.to(new.dtype), new) > 0, new, old)
+
+
+@dataclass
+class StepSolution:
+    """A solver's answer for one step, with per-sample diagnostics."""
+
+    x: torch.Tensor
+    iterations: torch.Tensor          # [B] fixed-point / Newton iterations used per sample
+    residual: torch.Tensor            # [B] relative error (see StepProblem.relative_error), NaN if unknown
+    evaluation: Optional[Evaluation] = None   # a model evaluation at exactly x, if the solver has one
+    fallback: Optional[torch.Tensor] = None   # [B] bool: sample redone by the fallback solver
+    info: dict = field(default_factory=dict)
+
+
+class StepSolver:
+    """Base class: one inversion method = one ``solve`` per step. Instances may keep state across steps."""
+
+    name = "solver"
+
+    def reset(self) -> None:
+        """Called once before an inversion run."""
+
+    def solve(self, problem: StepProblem) -> StepSolution:  # pragma: no cover - interface
+        raise NotImplementedError

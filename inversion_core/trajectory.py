@@ -1,0 +1,185 @@
+"""Inversion driver and forward sampling over a whole sigma schedule.
+
+``invert`` walks the sampler's own sigmas upward: for each forward step i (sigma_i -> sigma_{i+1}, taken in
+reverse) it builds the step problem (``problem``, eq. 1) from the latent already found at sigma_{i+1} and the
+step's noise, asks a ``StepSolver`` for x at sigma_i, and, for stochastic samplers, corrects the stored noise
+so that replaying the step lands on the latent below (exactly, or with ReNoise's damped rule). ``sample`` is
+the matching forward sampler that replays given noises.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from .errors import InversionError, NonFiniteError
+from .monitor import Monitor, SILENT
+from .problem import Denoiser, DenoiseFn, StepProblem, StepSolution, StepSolver, batch_rms
+from .spaces import check_parametrization, derivative
+from .steps import ForwardStep, make_steps
+
+CORRECTIONS = ("none", "exact", "damped")
+
+
+@dataclass
+class StepStats:
+    """Per-step diagnostics (inversion order), per sample where a list."""
+
+    index: int
+    sigma_lo: float
+    sigma_hi: float
+    iterations: list
+    residual: list
+    model_calls: int
+    fallback: list = field(default_factory=list)
+    noise_correction: Optional[list] = None   # RMS distance of the stored noise from the exact one, per sample
+
+
+@dataclass
+class Inversion:
+    """The result: latents[j] lies at sigmas[j] (sampling order), latents[0] is the inverted latent."""
+
+    sigmas: torch.Tensor
+    latents: list
+    noises: list               # per forward step i: the noise to replay, or None for deterministic steps
+    stats: list                # StepStats in inversion order
+    step_kind: str
+    parametrization: str
+    method: str
+    model_calls: int = 0
+
+    @property
+    def latent(self) -> torch.Tensor:
+        return self.latents[0]
+
+    def per_step_residuals(self):
+        return [s.residual for s in self.stats]
+
+
+def damped_noise(noise: torch.Tensor, target: torch.Tensor, steps: int = 10, step_size: float = 1.8,
+                 monitor: Monitor = SILENT) -> torch.Tensor:
+    """ReNoise's noise correction (official code, ``step_and_update_noise``): ``steps`` gradient steps on the
+    L2 norm ||n - target|| per sample, each moving n by ``step_size`` toward target (stopping on it)."""
+    for _ in range(steps):
+        monitor.check()
+        diff = target - noise
+        dist = diff.flatten(1).norm(dim=1).clamp_min(1e-12)
+        move = torch.clamp(step_size / dist, max=1.0)
+        noise = noise + move.reshape(-1, *([1] * (noise.ndim - 1))) * diff
+    return noise
+
+
+def _validate(x0: torch.Tensor, sigmas: torch.Tensor):
+    if x0.ndim < 3:
+        raise InversionError(f"the latent must be [B, C, ...] with spatial dims, got shape {tuple(x0.shape)}")
+    if x0.shape[0] == 0:
+        raise InversionError("the latent batch is empty")
+    if not torch.isfinite(x0).all():
+        raise InversionError("the latent contains NaN or inf")
+    if sigmas.ndim != 1 or len(sigmas) < 2:
+        raise InversionError("sigmas must be a 1-D schedule with at least one step")
+
+
+def invert(
+    denoise: DenoiseFn,
+    x0: torch.Tensor,
+    sigmas: torch.Tensor,
+    solver: StepSolver,
+    *,
+    step_kind: str = "euler",
+    parametrization: str = "ve",
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+    noise_seed: int = 0,
+    correction: str = "exact",
+    monitor: Monitor = SILENT,
+) -> Inversion:
+    """Invert ``x0`` (the latent at sigmas[-1]) through the sampler ``step_kind`` over ``sigmas`` (descending).
+
+    For stochastic samplers the per-step noises start as seeded Gaussians; the solver finds x_hi for that
+    noise, then ``correction`` replaces the noise by the exact one that lands on x_lo ("exact", +1 model call per
+    step unless the solver evaluated the model at its answer), by ReNoise's damped update ("damped"), or keeps it.
+    """
+    check_parametrization(parametrization)
+    if correction not in CORRECTIONS:
+        raise InversionError(f"correction must be one of {CORRECTIONS}, got {correction!r}")
+    sigmas = torch.as_tensor(sigmas).detach().flatten().to(torch.float64).cpu()
+    _validate(x0, sigmas)
+    dtype = torch.promote_types(x0.dtype, torch.float32)
+    x0 = x0.to(dtype)
+    steps = make_steps(step_kind, sigmas, parametrization, eta, s_noise)
+    den = Denoiser(denoise, monitor, dtype)
+    generator = torch.Generator(device="cpu").manual_seed(int(noise_seed))
+    noises = [None] * len(steps)
+    for step in steps:   # drawn in sampling order so a seed means the same noises whatever the solver
+        if step.stochastic:
+            noises[step.index] = torch.randn(x0.shape, generator=generator, dtype=dtype).to(x0.device)
+
+    latents = [None] * len(sigmas)
+    latents[-1] = x0
+    stats = []
+    solver.reset()
+    for k, step in enumerate(reversed(steps)):
+        monitor.check()
+        x_lo = latents[step.index + 1]
+        noise = noises[step.index]
+        problem = StepProblem(
+            denoiser=den, x_lo=x_lo, anchor=step.anchor(x_lo, noise), delta=step.delta,
+            sigma_hi=step.sigma_hi, sigma_lo=step.sigma_lo, index=step.index, inversion_step=k, x0=x0,
+            parametrization=parametrization, error_scale=step.out_scale, monitor=monitor,
+        )
+        calls_before = den.calls
+        solution = solver.solve(problem)
+        x_hi = solution.x
+        if not torch.isfinite(x_hi).all():
+            raise NonFiniteError(f"the solver produced NaN/inf at step {step.index}", step.index, step.sigma_hi)
+        correction_gap = None
+        if step.stochastic and correction != "none":
+            ev = solution.evaluation
+            if ev is None or ev.x is not x_hi:
+                ev = problem.evaluate(x_hi)
+            exact = step.exact_noise(x_lo, x_hi, ev.d)
+            if correction == "exact":
+                noises[step.index] = exact
+            else:
+                noises[step.index] = damped_noise(noise, exact, monitor=monitor)
+            correction_gap = batch_rms(noises[step.index] - exact).tolist()
+        latents[step.index] = x_hi
+        fallback = solution.fallback.tolist() if solution.fallback is not None else [False] * x0.shape[0]
+        stats.append(StepStats(step.index, step.sigma_lo, step.sigma_hi, solution.iterations.tolist(),
+                               solution.residual.tolist(), den.calls - calls_before, fallback, correction_gap))
+        monitor.step({"i": k, "x": x_hi, "sigma": step.sigma_hi, "denoised": solution.evaluation.denoised
+                      if solution.evaluation is not None else x_hi})
+    return Inversion(sigmas.to(dtype), latents, noises, stats, step_kind, parametrization, solver.name, den.calls)
+
+
+def sample(
+    denoise: DenoiseFn,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    *,
+    step_kind: str = "euler",
+    parametrization: str = "ve",
+    noises: Optional[list] = None,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+    generator: Optional[torch.Generator] = None,
+    monitor: Monitor = SILENT,
+    return_trajectory: bool = False,
+):
+    """Forward sampler (Euler / Euler-ancestral / LCM as in k-diffusion) replaying ``noises`` where given."""
+    sigmas = torch.as_tensor(sigmas).detach().flatten().to(torch.float64).cpu()
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    x = x.to(dtype)
+    den = Denoiser(denoise, monitor, dtype)
+    trajectory = [x]
+    for step in make_steps(step_kind, sigmas, parametrization, eta, s_noise):
+        d = derivative(x, den(x, step.sigma_hi), step.sigma_hi)
+        noise = None
+        if step.stochastic:
+            noise = noises[step.index] if noises is not None and noises[step.index] is not None else \
+                torch.randn(x.shape, generator=generator, dtype=dtype).to(x.device)
+        x = step.forward(x, d, noise)
+        trajectory.append(x)
+    return (x, trajectory) if return_trajectory else x
