@@ -70,6 +70,22 @@ def damped_noise(noise: torch.Tensor, target: torch.Tensor, steps: int = 10, ste
     return noise
 
 
+def seeded_noises(steps, shape, seed: int, dtype, device) -> list:
+    """Initial per-step noises, drawn per sample from seed + b in sampling order, so that a batch equals its
+    single runs (sample b of a batch is the single run with seed + b) whatever the solver."""
+    noises = [None] * len(steps)
+    stochastic = [step for step in steps if step.stochastic]
+    if not stochastic:
+        return noises
+    per_sample = []
+    for b in range(shape[0]):
+        generator = torch.Generator(device="cpu").manual_seed(int(seed) + b)
+        per_sample.append([torch.randn(shape[1:], generator=generator, dtype=dtype) for _ in stochastic])
+    for k, step in enumerate(stochastic):
+        noises[step.index] = torch.stack([draws[k] for draws in per_sample]).to(device)
+    return noises
+
+
 def _validate(x0: torch.Tensor, sigmas: torch.Tensor):
     if x0.ndim < 3:
         raise InversionError(f"the latent must be [B, C, ...] with spatial dims, got shape {tuple(x0.shape)}")
@@ -110,11 +126,7 @@ def invert(
     x0 = x0.to(dtype)
     steps = make_steps(step_kind, sigmas, parametrization, eta, s_noise)
     den = Denoiser(denoise, monitor, dtype)
-    generator = torch.Generator(device="cpu").manual_seed(int(noise_seed))
-    noises = [None] * len(steps)
-    for step in steps:   # drawn in sampling order so a seed means the same noises whatever the solver
-        if step.stochastic:
-            noises[step.index] = torch.randn(x0.shape, generator=generator, dtype=dtype).to(x0.device)
+    noises = seeded_noises(steps, x0.shape, noise_seed, dtype, x0.device)
 
     latents = [None] * len(sigmas)
     latents[-1] = x0
