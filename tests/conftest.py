@@ -1,0 +1,112 @@
+"""Pytest fixtures: the pack running inside a real ComfyUI (see comfy_harness.py for the runner API).
+
+Fixtures (session scope unless noted)
+* ``comfy_dir`` / ``comfy_python``: ComfyUI location (env COMFYUI_DIR, default .cache/comfy-host/ComfyUI) and its
+  interpreter (env COMFYUI_PYTHON, default the provisioned venv). Missing host: the tests that need it skip, or
+  fail when EXACT_INVERSION_REQUIRE_HOST=1 (scripts/test.sh sets it).
+* ``test_models_dir``: models/ tree written by tests/support_pack/build_models.py (cached in .cache/test-models).
+* ``server``: a ComfyServer (main.py subprocess) on a free port with its own tmp base dir; launched at session
+  start (not waited for) when any selected test uses it.
+* ``executor``: an InProcessComfy (ComfyUI's PromptExecutor in this process, own tmp base dir). Skips unless
+  pytest runs under the ComfyUI interpreter.
+* ``pack_nodes``: [{"class", "node_id", "v3"}] of the pack's NODE_LIST as ComfyUI imports it.
+* ``graph`` (function scope): an empty comfy_harness.Graph.
+
+``inversion_core`` is importable in tests (registered in sys.modules without putting the repo root on sys.path).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+import comfy_harness as ch
+
+try:  # make `import inversion_core` work in every test module
+    ch.import_inversion_core()
+except ImportError:
+    pass
+
+
+def _host_missing(reason: str):
+    if os.environ.get("EXACT_INVERSION_REQUIRE_HOST") == "1":
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def comfy_dir():
+    d = ch.comfyui_dir()
+    if not (d / "main.py").is_file():
+        _host_missing(f"no ComfyUI at {d}: run scripts/provision_host.sh (or set COMFYUI_DIR)")
+    return d
+
+
+@pytest.fixture(scope="session")
+def comfy_python(comfy_dir):
+    py = ch.comfyui_python()
+    try:
+        ch.interpreter_prefix(py)
+    except Exception as exc:  # noqa: BLE001
+        _host_missing(f"COMFYUI_PYTHON={py} does not run: {exc}")
+    return py
+
+
+@pytest.fixture(scope="session")
+def test_models_dir(comfy_dir, comfy_python):
+    return ch.build_models(comfy_python, comfy_dir)
+
+
+@pytest.fixture(scope="session")
+def _server_process(tmp_path_factory, comfy_dir, comfy_python, test_models_dir):
+    base = ch.make_base_dir(tmp_path_factory.mktemp("comfy_server"), test_models_dir)
+    srv = ch.ComfyServer(comfy_dir, comfy_python, base).launch()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _prestart_server(request):
+    """Launch the server at session start (without waiting) when any selected test uses it, so its ~5 s start-up
+    overlaps with the in-process ComfyUI import and the first tests."""
+    if any("server" in getattr(item, "fixturenames", ()) for item in request.session.items):
+        try:
+            request.getfixturevalue("_server_process")
+        except (pytest.skip.Exception, pytest.fail.Exception):
+            pass  # re-raised where a test really asks for the server
+
+
+@pytest.fixture(scope="session")
+def server(_server_process):
+    return _server_process.wait_ready()
+
+
+@pytest.fixture(scope="session")
+def executor(tmp_path_factory, comfy_dir, comfy_python, test_models_dir):
+    if not ch.running_in(comfy_python):
+        pytest.skip(f"in-process ComfyUI needs pytest to run under COMFYUI_PYTHON={comfy_python} "
+                    f"(this is {os.path.realpath(sys.prefix)}); the server fixture still works")
+    base = ch.make_base_dir(tmp_path_factory.mktemp("comfy_inproc"), test_models_dir)
+    return ch.InProcessComfy.get(comfy_dir, base)
+
+
+@pytest.fixture(scope="session")
+def pack_nodes(request, comfy_dir, comfy_python):
+    """[{"class", "node_id", "v3"}] for every class in the pack's nodes.NODE_LIST, read from the pack as ComfyUI
+    imports it: from the in-process ComfyUI when available, else from a fresh ComfyUI interpreter (which also
+    reports the import traceback if the pack fails to import)."""
+    try:
+        inproc = request.getfixturevalue("executor")
+    except pytest.skip.Exception:
+        inproc = None
+    if inproc is not None and inproc.pack_module() is not None:
+        return inproc.pack_node_list()
+    return ch.pack_node_list(comfy_python, comfy_dir)
+
+
+@pytest.fixture
+def graph():
+    return ch.Graph()
