@@ -1,0 +1,937 @@
+"""Write the example workflows: ``example_workflows/<name>.json`` (ComfyUI UI format, LiteGraph v0.4, listed by
+Workflow -> Browse Templates) and their API-format twins ``example_workflows/api/<name>.json`` (what POST /prompt
+runs; the tests execute them with stand-in models).
+
+The graphs are defined here in Python (``WORKFLOWS``). The API twin is the graph itself; the UI file is made from it
+and a running ComfyUI's ``/object_info``, so widget order, the extra ``control_after_generate`` value after seed
+widgets, the upload widget of LoadImage, socket names and types are the host's own. Notes ("MarkdownNote" nodes)
+sit next to the nodes whose settings matter.
+
+Usage (any Python 3.10+; a ComfyUI server is started with tests/comfy_harness.py unless --object-info or --url):
+
+    python scripts/make_workflows.py                 # regenerate example_workflows/
+    python scripts/make_workflows.py --check         # exit 1 if the committed files differ from the generated ones
+    python scripts/make_workflows.py --url http://127.0.0.1:8188
+    python scripts/make_workflows.py --object-info object_info.json
+
+The module is also the tests' library (tests/test_workflows.py): ``ui_from_api``, ``api_from_ui``,
+``validate_ui`` and ``widget_inputs`` implement the frontend's widget rules in one place.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+OUT_DIR = REPO_ROOT / "example_workflows"
+API_DIR_NAME = "api"
+
+# ------------------------------------------------------------------------------------------ the frontend's rules
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
+NOTE_TYPES = ("Note", "MarkdownNote")          # frontend-only nodes, absent from /object_info
+FILE_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".sft", ".png", ".jpg", ".jpeg",
+                   ".webp", ".onnx", ".yaml")
+
+
+def input_type(spec) -> str:
+    """The socket/widget type of an /object_info input spec: "COMBO" for option lists."""
+    kind = spec[0]
+    return "COMBO" if isinstance(kind, list) else str(kind)
+
+
+def input_options(spec) -> dict:
+    return spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+
+
+def combo_options(spec) -> list:
+    kind = spec[0]
+    if isinstance(kind, list):
+        return list(kind)
+    return list(input_options(spec).get("options", []))
+
+
+def is_widget(spec) -> bool:
+    return input_type(spec) in WIDGET_TYPES and not input_options(spec).get("forceInput", False)
+
+
+def has_control(name: str, spec) -> bool:
+    """The frontend adds a control_after_generate combo after an INT widget that asks for one, and, when the spec
+    says nothing, after any INT named seed / noise_seed (ComfyUI_frontend useIntWidget:
+    ``inputSpec.control_after_generate ?? ['seed', 'noise_seed'].includes(inputSpec.name)``)."""
+    if input_type(spec) != "INT":
+        return False
+    opts = input_options(spec)
+    if "control_after_generate" in opts:
+        return bool(opts["control_after_generate"])
+    return name in ("seed", "noise_seed")
+
+
+def has_upload(spec) -> bool:
+    """Image-upload combos (LoadImage) get an extra upload widget that serialises as "image"."""
+    return bool(input_options(spec).get("image_upload"))
+
+
+FILE_INPUTS = ("ckpt_name", "unet_name", "lora_name", "vae_name", "clip_name", "clip_name1", "clip_name2",
+               "clip_name3", "clip_name4", "control_net_name", "clip_vision_name", "style_model_name",
+               "upscale_model_name", "gligen_name", "hypernetwork_name", "model_name", "image")
+
+
+def is_file_combo(name: str, spec) -> bool:
+    """A combo listing files of a models/input folder: its options depend on the machine, so any file name fits."""
+    if input_type(spec) != "COMBO":
+        return False
+    opts = combo_options(spec)
+    return (has_upload(spec) or not opts or name in FILE_INPUTS
+            or all(str(o).lower().endswith(FILE_EXTENSIONS) for o in opts))
+
+
+def ordered_inputs(info: dict) -> list[tuple[str, list, bool]]:
+    """[(name, spec, required)] in the node's input order (required, then optional; hidden inputs left out)."""
+    inputs = info.get("input", {})
+    order = info.get("input_order") or {sec: list(inputs.get(sec, {})) for sec in ("required", "optional")}
+    out = []
+    for section in ("required", "optional"):
+        for name in order.get(section, []):
+            spec = inputs.get(section, {}).get(name)
+            if spec is not None:
+                out.append((name, spec, section == "required"))
+    return out
+
+
+def widget_inputs(info: dict) -> list[tuple[str, list, bool]]:
+    return [(n, s, r) for n, s, r in ordered_inputs(info) if is_widget(s)]
+
+
+def socket_inputs(info: dict) -> list[tuple[str, list, bool]]:
+    return [(n, s, r) for n, s, r in ordered_inputs(info) if not is_widget(s)]
+
+
+def widget_default(name: str, spec):
+    opts = input_options(spec)
+    if "default" in opts:
+        return opts["default"]
+    if input_type(spec) == "COMBO" and not is_file_combo(name, spec) and combo_options(spec):
+        return combo_options(spec)[0]
+    raise ValueError(f"widget {name!r} has no default; give it a value")
+
+
+def check_widget_value(name: str, spec, value) -> str | None:
+    """None if ``value`` fits the widget spec, else why not."""
+    kind, opts = input_type(spec), input_options(spec)
+    if kind == "COMBO":
+        if is_file_combo(name, spec):
+            if not isinstance(value, str) or not value.lower().endswith(FILE_EXTENSIONS):
+                return f"{name}: {value!r} is not a file name"
+            return None
+        return None if value in combo_options(spec) else f"{name}: {value!r} not in {combo_options(spec)}"
+    if kind == "BOOLEAN":
+        return None if isinstance(value, bool) else f"{name}: {value!r} is not a boolean"
+    if kind == "STRING":
+        return None if isinstance(value, str) else f"{name}: {value!r} is not a string"
+    if kind == "INT" and (isinstance(value, bool) or not isinstance(value, int)):
+        return f"{name}: {value!r} is not an integer"
+    if kind == "FLOAT" and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+        return f"{name}: {value!r} is not a finite number"
+    if "min" in opts and value < opts["min"]:
+        return f"{name}: {value!r} < min {opts['min']}"
+    if "max" in opts and value > opts["max"]:
+        return f"{name}: {value!r} > max {opts['max']}"
+    return None
+
+
+# ------------------------------------------------------------------------------------------ graph definitions
+@dataclass
+class Ref:
+    node_id: int
+    slot: int = 0
+
+    def __getitem__(self, slot: int) -> "Ref":
+        return Ref(self.node_id, slot)
+
+
+@dataclass
+class Flow:
+    """An example workflow: API nodes (ids 1..n in creation order), titles and notes."""
+
+    name: str
+    title: str
+    about: str
+    nodes: dict = field(default_factory=dict)        # id -> {"class_type", "inputs", "_meta": {"title"}}
+    notes: list = field(default_factory=list)        # (text, anchor node id or None)
+
+    def node(self, class_type: str, title: str | None = None, note: str | None = None, **inputs) -> Ref:
+        node_id = len(self.nodes) + 1
+        api_inputs = {k: ([str(v.node_id), v.slot] if isinstance(v, Ref) else v) for k, v in inputs.items()}
+        self.nodes[node_id] = {"class_type": class_type, "inputs": api_inputs,
+                               "_meta": {"title": title or class_type}}
+        if note:
+            self.notes.append((note, node_id))
+        return Ref(node_id)
+
+    def api(self) -> dict:
+        return {str(k): copy.deepcopy(v) for k, v in self.nodes.items()}
+
+
+# Model files the workflows name (what a user downloads; the tests swap them for generated stand-ins).
+SD15_CKPT = "v1-5-pruned-emaonly-fp16.safetensors"
+SDXL_CKPT = "sd_xl_base_1.0.safetensors"
+SDXL_TURBO_CKPT = "sd_xl_turbo_1.0_fp16.safetensors"
+LCM_LORA_SD15 = "lcm-lora-sdv1-5.safetensors"
+FLUX_UNET = "flux1-dev.safetensors"
+FLUX_CLIP_L = "clip_l.safetensors"
+FLUX_T5 = "t5xxl_fp16.safetensors"
+FLUX_VAE = "ae.safetensors"
+INPUT_IMAGE = "example.png"      # ships in ComfyUI's input/ folder
+
+SOURCE_PROMPT = "a photograph"
+EDIT_PROMPT = "a watercolor painting"
+
+NOTE_PROMPT = ("**Prompt.** Describe the image you invert (or leave it empty). Sampling back with the *same* "
+               "conditioning and cfg reproduces the image; a different prompt edits it.")
+NOTE_CFG1 = ("**cfg 1.** Invert at cfg 1: it is the most invertible setting and needs one model evaluation per "
+             "call instead of two. Sample back with the same cfg to reproduce the image.")
+
+
+def image_to_latent(f: Flow, vae: Ref, size: int) -> Ref:
+    image = f.node("LoadImage", title="Image to invert", image=INPUT_IMAGE)
+    scaled = f.node("ImageScale", image=image, upscale_method="lanczos", width=size, height=size, crop="center")
+    return f.node("VAEEncode", pixels=scaled, vae=vae)
+
+
+def decode_and_save(f: Flow, latent: Ref, vae: Ref, prefix: str, title: str) -> Ref:
+    decoded = f.node("VAEDecode", samples=latent, vae=vae)
+    return f.node("SaveImage", title=title, images=decoded, filename_prefix=f"exact_inversion/{prefix}")
+
+
+def sd15_renoise() -> Flow:
+    f = Flow("sd15_renoise_reconstruct_edit", "SD1.5: ReNoise inversion -> reconstruction and edit",
+             "# ReNoise inversion on SD1.5\n\nInverts an image with **ReNoise** (Garibi et al., ECCV 2024) over a "
+             "50-step DDIM schedule (`ddim_uniform` + euler = DDIM), then samples it back twice with **Inverted "
+             "Sampler**: with the source prompt (reconstruction) and with a new prompt (edit).\n\nModel: "
+             f"`{SD15_CKPT}` in `models/checkpoints`. Image: any picture (LoadImage).")
+    ckpt = f.node("CheckpointLoaderSimple", ckpt_name=SD15_CKPT)
+    latent = image_to_latent(f, ckpt[2], 512)
+    pos = f.node("CLIPTextEncode", title="Source prompt", note=NOTE_PROMPT, text=SOURCE_PROMPT, clip=ckpt[1])
+    neg = f.node("CLIPTextEncode", title="Negative prompt", text="", clip=ckpt[1])
+    edit = f.node("CLIPTextEncode", title="Edit prompt", text=EDIT_PROMPT, clip=ckpt[1])
+    inv = f.node("ExactInvReNoiseInvert", note=(
+        "**ReNoise.** Each of the 50 inverse steps re-noises `iterations` times with the model and averages the "
+        "last estimates (`average_start`..`average_end`, here the last two of 3). `regularize` (pair + patch-KL "
+        "losses) keeps the noise Gaussian-like so edits work; it costs one extra model call per step and a little "
+        "reconstruction accuracy. The official SDXL-Turbo setting is 9 iterations, window 8..10.\n\n"
+        "`steps`, `scheduler` and `cfg` must match when sampling back: Inverted Sampler takes them from the "
+        "INVERSION."),
+        model=ckpt, positive=pos, negative=neg, latent=latent, steps=50, scheduler="ddim_uniform", cfg=1.0,
+        denoise=1.0, iterations=3, average=True, average_start=2, average_end=4, first_step="first",
+        regularize=True, lambda_pair=20.0, lambda_kl=0.065, seed=0)
+    recon = f.node("ExactInvInvertedSampler", title="Reconstruction", model=ckpt, positive=pos, negative=neg,
+                   cfg=1.0, inversion=inv[1])
+    edited = f.node("ExactInvInvertedSampler", title="Edit", note=(
+        "**Edit.** The same inversion sampled with the edit prompt, the source prompt as negative (as the official "
+        "ReNoise code). Raise `cfg` (1.5-4) for a stronger edit; cfg 1 keeps the layout closest."),
+        model=ckpt, positive=edit, negative=pos, cfg=2.0, inversion=inv[1])
+    decode_and_save(f, recon, ckpt[2], "sd15_renoise_reconstruction", "Reconstruction")
+    decode_and_save(f, edited, ckpt[2], "sd15_renoise_edit", "Edit")
+    return f
+
+
+def sd15_ddim_ksampler() -> Flow:
+    f = Flow("sd15_ddim_invert_ksampler", "SD1.5: DDIM inversion -> stock KSamplerAdvanced",
+             "# DDIM inversion, sampled back by a stock KSampler\n\nThe classic 'unsampler': **DDIM Invert** (one "
+             "model call per step, approximate) hands its LATENT to ComfyUI's own **KSamplerAdvanced** with "
+             "`add_noise` disabled and the same steps / scheduler / cfg, sampler `euler`. Fast, but the "
+             "reconstruction drifts at few steps; **Exact Invert** removes the drift.\n\n"
+             f"Model: `{SD15_CKPT}`.")
+    ckpt = f.node("CheckpointLoaderSimple", ckpt_name=SD15_CKPT)
+    latent = image_to_latent(f, ckpt[2], 512)
+    pos = f.node("CLIPTextEncode", title="Prompt", note=NOTE_PROMPT, text=SOURCE_PROMPT, clip=ckpt[1])
+    neg = f.node("CLIPTextEncode", title="Negative prompt", text="", clip=ckpt[1])
+    inv = f.node("ExactInvDDIMInvert", note=NOTE_CFG1, model=ckpt, positive=pos, negative=neg, latent=latent,
+                 steps=50, scheduler="ddim_uniform", cfg=1.0, denoise=1.0, convention="target")
+    sampled = f.node("KSamplerAdvanced", title="Sample back (stock)", note=(
+        "**Sampling back with a stock node.** `add_noise` disable, `start_at_step` 0, `end_at_step` 10000, sampler "
+        "`euler`, and the inversion's steps, scheduler and cfg. Any other sampler or schedule gives a different "
+        "image."),
+        model=ckpt, add_noise="disable", noise_seed=0, steps=50, cfg=1.0, sampler_name="euler",
+        scheduler="ddim_uniform", positive=pos, negative=neg, latent_image=inv[0], start_at_step=0,
+        end_at_step=10000, return_with_leftover_noise="disable")
+    decode_and_save(f, sampled, ckpt[2], "sd15_ddim_reconstruction", "Reconstruction")
+    return f
+
+
+def sdxl_turbo_renoise() -> Flow:
+    f = Flow("sdxl_turbo_renoise_noise_correct", "SDXL-Turbo: ReNoise 4 steps, euler_ancestral + Noise Correct",
+             "# The ReNoise paper's setup: SDXL-Turbo, 4 steps, euler_ancestral\n\n**Noise Correct** inverts the "
+             "stochastic euler_ancestral sampler: every step is solved with ReNoise (9 iterations) for a seeded noise, "
+             "then the noise is corrected towards the one that lands exactly on the image (`damped`: the official "
+             "10 x 1.8 rule; `exact`: exactly). **Inverted Sampler** replays the stored noises: with the source "
+             "prompt it reconstructs, with a new prompt it edits.\n\n"
+             f"Model: `{SDXL_TURBO_CKPT}` in `models/checkpoints`.")
+    ckpt = f.node("CheckpointLoaderSimple", ckpt_name=SDXL_TURBO_CKPT)
+    latent = image_to_latent(f, ckpt[2], 512)
+    pos = f.node("CLIPTextEncode", title="Source prompt", note=NOTE_PROMPT, text=SOURCE_PROMPT, clip=ckpt[1])
+    neg = f.node("CLIPTextEncode", title="Negative prompt", text="", clip=ckpt[1])
+    edit = f.node("CLIPTextEncode", title="Edit prompt", text=EDIT_PROMPT, clip=ckpt[1])
+    inv = f.node("ExactInvNoiseCorrect", note=(
+        "**Paper settings.** 4 steps, `sgm_uniform` (the turbo 'trailing' timesteps 999/749/499/249), cfg 1, "
+        "euler_ancestral eta 1, ReNoise 9 iterations, damped correction, seed 7865 (the official seed). "
+        "`correction` exact makes the reconstruction exact at the cost of less Gaussian noise; `solver` exact uses "
+        "the adaptive solver instead of ReNoise (fewer model calls)."),
+        model=ckpt, positive=pos, negative=neg, latent=latent, steps=4, scheduler="sgm_uniform", cfg=1.0,
+        denoise=1.0, sampler_name="euler_ancestral", eta=1.0, s_noise=1.0, noise_seed=7865, correction="damped",
+        solver="renoise", iterations=9)
+    recon = f.node("ExactInvInvertedSampler", title="Reconstruction", model=ckpt, positive=pos, negative=neg,
+                   cfg=1.0, inversion=inv[1])
+    edited = f.node("ExactInvInvertedSampler", title="Edit", note=(
+        "**Edit** with the stored noises and the edit prompt. SDXL-Turbo is trained for cfg 1; keep it at 1-1.5."),
+        model=ckpt, positive=edit, negative=neg, cfg=1.0, inversion=inv[1])
+    decode_and_save(f, recon, ckpt[2], "sdxl_turbo_renoise_reconstruction", "Reconstruction")
+    decode_and_save(f, edited, ckpt[2], "sdxl_turbo_renoise_edit", "Edit")
+    return f
+
+
+def lcm_lora() -> Flow:
+    f = Flow("lcm_lora_noise_correct", "LCM-LoRA: inversion with noise correction",
+             "# LCM (SD1.5 + LCM-LoRA) inversion with noise correction\n\nThe LCM sampler injects fresh noise at "
+             "every step; **Noise Correct** (sampler `lcm`) inverts it and stores, per step, the noise that lands "
+             "exactly on the image. Sampling back uses stock **SamplerCustomAdvanced** with the inversion's NOISE "
+             "and SIGMAS and **Replay Sampler** (ComfyUI's own lcm sampler replaying the stored noises).\n\n"
+             f"Models: `{SD15_CKPT}` (checkpoints) and `{LCM_LORA_SD15}` (loras; the LCM-LoRA for SD1.5, "
+             "renamed).")
+    ckpt = f.node("CheckpointLoaderSimple", ckpt_name=SD15_CKPT)
+    lora = f.node("LoraLoaderModelOnly", model=ckpt, lora_name=LCM_LORA_SD15, strength_model=1.0)
+    model = f.node("ModelSamplingDiscrete", note=(
+        "**LCM sampling.** `sampling` lcm is required: it is what the lcm sampler and the inversion of it "
+        "assume."), model=lora, sampling="lcm", zsnr=False)
+    latent = image_to_latent(f, ckpt[2], 512)
+    pos = f.node("CLIPTextEncode", title="Prompt", note=NOTE_PROMPT, text=SOURCE_PROMPT, clip=ckpt[1])
+    neg = f.node("CLIPTextEncode", title="Negative prompt", text="", clip=ckpt[1])
+    inv = f.node("ExactInvNoiseCorrect", note=(
+        "**LCM settings.** 4 steps, `sgm_uniform`, cfg 1, sampler `lcm`. `correction` exact + `solver` exact give "
+        "an exact reconstruction; `iterations` is the per-step model-call budget minus one."),
+        model=model, positive=pos, negative=neg, latent=latent, steps=4, scheduler="sgm_uniform", cfg=1.0,
+        denoise=1.0, sampler_name="lcm", eta=1.0, s_noise=1.0, noise_seed=0, correction="exact", solver="exact",
+        iterations=9)
+    guider = f.node("CFGGuider", model=model, positive=pos, negative=neg, cfg=1.0)
+    replay = f.node("ExactInvReplaySampler", inversion=inv[1])
+    sampled = f.node("SamplerCustomAdvanced", title="Sample back (stock)", note=(
+        "**Stock custom sampling.** NOISE and SIGMAS come from the inversion, `latent_image` is the encoded image "
+        "(its shape and, for partial inversions, its content), the sampler replays the stored noises."),
+        noise=inv[2], guider=guider, sampler=replay, sigmas=inv[3], latent_image=latent)
+    decode_and_save(f, sampled[0], ckpt[2], "lcm_reconstruction", "Reconstruction")
+    return f
+
+
+def easyinv(preset: str) -> Flow:
+    if preset == "sd1":
+        name, ckpt_name, size, label = "easyinv_sd15", SD15_CKPT, 512, "SD1.5"
+    else:
+        name, ckpt_name, size, label = "easyinv_sdxl", SDXL_CKPT, 1024, "SDXL"
+    f = Flow(name, f"{label}: EasyInv inversion (preset {preset})",
+             f"# EasyInv on {label} (preset `{preset}`)\n\n**EasyInv** (Zhang et al., ICML 2025) is DDIM inversion "
+             "that blends each latent with the previous one over a window of steps: one model call per step, "
+             "usually closer than plain DDIM. Presets are the official settings (sd1: eta 0.5, window 5%-25%; "
+             "sdxl: eta 0.8, window 85%-95%).\n\n"
+             f"Model: `{ckpt_name}` in `models/checkpoints`.")
+    ckpt = f.node("CheckpointLoaderSimple", ckpt_name=ckpt_name)
+    latent = image_to_latent(f, ckpt[2], size)
+    pos = f.node("CLIPTextEncode", title="Source prompt", note=NOTE_PROMPT, text=SOURCE_PROMPT, clip=ckpt[1])
+    neg = f.node("CLIPTextEncode", title="Negative prompt", text="", clip=ckpt[1])
+    edit = f.node("CLIPTextEncode", title="Edit prompt", text=EDIT_PROMPT, clip=ckpt[1])
+    inv = f.node("ExactInvEasyInvInvert", note=(
+        f"**Preset `{preset}`.** `eta`, `start` and `length` are only read with preset `custom`. `order` before is "
+        "the official code behind the paper's numbers."),
+        model=ckpt, positive=pos, negative=neg, latent=latent, steps=50, scheduler="ddim_uniform", cfg=1.0,
+        denoise=1.0, preset=preset, eta=0.5 if preset == "sd1" else 0.8, start=0.05 if preset == "sd1" else 0.85,
+        length=0.2 if preset == "sd1" else 0.1, order="before")
+    if preset == "sd1":
+        recon = f.node("KSamplerAdvanced", title="Reconstruction (stock)", note=(
+            "**Stock hand-off.** The LATENT output goes to KSamplerAdvanced: `add_noise` disable, sampler euler, "
+            "same steps / scheduler / cfg, start 0, end 10000."),
+            model=ckpt, add_noise="disable", noise_seed=0, steps=50, cfg=1.0, sampler_name="euler",
+            scheduler="ddim_uniform", positive=pos, negative=neg, latent_image=inv[0], start_at_step=0,
+            end_at_step=10000, return_with_leftover_noise="disable")
+        edited = f.node("KSamplerAdvanced", title="Edit (stock)", model=ckpt, add_noise="disable", noise_seed=0,
+                        steps=50, cfg=2.0, sampler_name="euler", scheduler="ddim_uniform", positive=edit,
+                        negative=pos, latent_image=inv[0], start_at_step=0, end_at_step=10000,
+                        return_with_leftover_noise="disable")
+    else:
+        recon = f.node("ExactInvInvertedSampler", title="Reconstruction", model=ckpt, positive=pos, negative=neg,
+                       cfg=1.0, inversion=inv[1])
+        edited = f.node("ExactInvInvertedSampler", title="Edit", note=(
+            "**Edit.** Raise `cfg` for a stronger edit (the EasyInv SDXL code inverts and edits at guidance 5; cfg 1 "
+            "reconstructs best)."), model=ckpt, positive=edit, negative=pos, cfg=2.0, inversion=inv[1])
+    decode_and_save(f, recon, ckpt[2], f"{name}_reconstruction", "Reconstruction")
+    decode_and_save(f, edited, ckpt[2], f"{name}_edit", "Edit")
+    return f
+
+
+def rnri_sdxl_turbo() -> Flow:
+    f = Flow("rnri_sdxl_turbo", "SDXL-Turbo: RNRI (Newton-Raphson) inversion",
+             "# RNRI on SDXL-Turbo\n\n**RNRI** (Samuel et al., ICLR 2025) solves each inverse step with "
+             "Newton-Raphson and a Gaussian prior that keeps the latent in distribution: a few model calls per step, "
+             "close reconstructions at 4 steps.\n\n"
+             f"Model: `{SDXL_TURBO_CKPT}` in `models/checkpoints`.")
+    ckpt = f.node("CheckpointLoaderSimple", ckpt_name=SDXL_TURBO_CKPT)
+    latent = image_to_latent(f, ckpt[2], 512)
+    pos = f.node("CLIPTextEncode", title="Source prompt", note=NOTE_PROMPT, text=SOURCE_PROMPT, clip=ckpt[1])
+    neg = f.node("CLIPTextEncode", title="Negative prompt", text="", clip=ckpt[1])
+    edit = f.node("CLIPTextEncode", title="Edit prompt", text=EDIT_PROMPT, clip=ckpt[1])
+    inv = f.node("ExactInvRNRIInvert", note=(
+        "**variant.** `newton` differentiates the model (one backward pass per iteration, more memory); where the "
+        "model cannot be differentiated (fp8 weights, some attention kernels) it falls back to `released`, the "
+        "official Jacobian-free update, and says so in the log. Official: 2 iterations, prior weight 0.1. "
+        "`denoise` 0.6 inverts only the last steps, as the official demo."),
+        model=ckpt, positive=pos, negative=neg, latent=latent, steps=4, scheduler="sgm_uniform", cfg=1.0,
+        denoise=1.0, variant="newton", iterations=2, prior_weight=0.1)
+    recon = f.node("ExactInvInvertedSampler", title="Reconstruction", model=ckpt, positive=pos, negative=neg,
+                   cfg=1.0, inversion=inv[1])
+    edited = f.node("ExactInvInvertedSampler", title="Edit", note=(
+        "**Edit.** The official RNRI demo edits at cfg 1.2 with an empty negative prompt."),
+        model=ckpt, positive=edit, negative=neg, cfg=1.2, inversion=inv[1])
+    decode_and_save(f, recon, ckpt[2], "rnri_sdxl_turbo_reconstruction", "Reconstruction")
+    decode_and_save(f, edited, ckpt[2], "rnri_sdxl_turbo_edit", "Edit")
+    return f
+
+
+def flux_exact() -> Flow:
+    f = Flow("flux_exact_invert_edit", "Flux: exact inversion and edit through NOISE",
+             "# Flux inversion and edit (rectified flow)\n\nA full inversion of a flow model ends at sigma 1, where "
+             "the start latent is pure noise: a LATENT cannot carry it (the sampler multiplies it by 1 - sigma = 0, "
+             "so the invert node's LATENT output is zeros). The **NOISE** output can: stock "
+             "**SamplerCustomAdvanced** with that NOISE, the inversion's SIGMAS and the encoded image as "
+             "`latent_image` starts exactly at the inverted latent. Same source prompt: reconstruction; new prompt: "
+             "edit.\n\nModels: `flux1-dev.safetensors` (diffusion_models), `clip_l.safetensors` + "
+             "`t5xxl_fp16.safetensors` (text_encoders), `ae.safetensors` (vae). SD3 works the same way.")
+    unet = f.node("UNETLoader", unet_name=FLUX_UNET, weight_dtype="default")
+    clip = f.node("DualCLIPLoader", clip_name1=FLUX_CLIP_L, clip_name2=FLUX_T5, type="flux", device="default")
+    vae = f.node("VAELoader", vae_name=FLUX_VAE)
+    model = f.node("ModelSamplingFlux", note=(
+        "**Shift.** Set width/height to the image size: Flux's schedule shift depends on it, and inversion and "
+        "sampling must use the same schedule."),
+        model=unet, max_shift=1.15, base_shift=0.5, width=1024, height=1024)
+    latent = image_to_latent(f, vae, 1024)
+    pos = f.node("CLIPTextEncode", title="Source prompt", note=NOTE_PROMPT, text=SOURCE_PROMPT, clip=clip)
+    edit = f.node("CLIPTextEncode", title="Edit prompt", text=EDIT_PROMPT, clip=clip)
+    pos_g = f.node("FluxGuidance", title="Source guidance", conditioning=pos, guidance=3.5)
+    edit_g = f.node("FluxGuidance", title="Edit guidance", conditioning=edit, guidance=3.5)
+    inv = f.node("ExactInvExactInvert", note=(
+        "**Exact Invert** at cfg 1 (Flux dev is guidance-distilled: guidance goes through FluxGuidance, not cfg). "
+        "Use its **noise** and **sigmas** outputs, not the LATENT."),
+        model=model, positive=pos_g, negative=pos_g, latent=latent, steps=28, scheduler="simple", cfg=1.0,
+        denoise=1.0, tolerance=0.001, max_calls=30, memory=3, fallback=True)
+    sampler = f.node("KSamplerSelect", title="euler (the inverted sampler)", sampler_name="euler")
+    recon_guider = f.node("BasicGuider", model=model, conditioning=pos_g)
+    edit_guider = f.node("BasicGuider", model=model, conditioning=edit_g)
+    recon = f.node("SamplerCustomAdvanced", title="Reconstruction", noise=inv[2], guider=recon_guider,
+                   sampler=sampler, sigmas=inv[3], latent_image=latent)
+    edited = f.node("SamplerCustomAdvanced", title="Edit", note=(
+        "**Edit** = the same NOISE and SIGMAS with the edit prompt's guider."),
+        noise=inv[2], guider=edit_guider, sampler=sampler, sigmas=inv[3], latent_image=latent)
+    decode_and_save(f, recon[0], vae, "flux_reconstruction", "Reconstruction")
+    decode_and_save(f, edited[0], vae, "flux_edit", "Edit")
+    return f
+
+
+def exact_one_node() -> Flow:
+    f = Flow("exact_invert_reconstruct", "Exact Invert: give me my image back",
+             "# Give me my image back: Exact Invert\n\n**Exact Invert** solves every inverse sampler step to a "
+             "tolerance (Anderson-accelerated fixed point, every step verified with the model, ReNoise fallback), "
+             "so sampling back reproduces the input latent: usually 2-4 model calls per step. **Inverted Sampler** "
+             "samples it back in one node. The difference image should be black.\n\n"
+             f"Model: `{SD15_CKPT}` (any SD1.x/SDXL/SD3/Flux model works the same way).")
+    ckpt = f.node("CheckpointLoaderSimple", ckpt_name=SD15_CKPT)
+    image = f.node("LoadImage", title="Image to invert", image=INPUT_IMAGE)
+    scaled = f.node("ImageScale", image=image, upscale_method="lanczos", width=512, height=512, crop="center")
+    latent = f.node("VAEEncode", pixels=scaled, vae=ckpt[2])
+    pos = f.node("CLIPTextEncode", title="Prompt", note=NOTE_PROMPT, text="", clip=ckpt[1])
+    inv = f.node("ExactInvExactInvert", note=(
+        "**tolerance** is the relative landing error allowed per step (1e-3 is invisible; 1e-4 for 'bit-exact' "
+        "latents costs a call or two more per step). **max_calls** caps the model calls of one step."),
+        model=ckpt, positive=pos, negative=pos, latent=latent, steps=20, scheduler="normal", cfg=1.0, denoise=1.0,
+        tolerance=0.001, max_calls=30, memory=3, fallback=True)
+    recon = f.node("ExactInvInvertedSampler", title="Sample back", model=ckpt, positive=pos, negative=pos, cfg=1.0,
+                   inversion=inv[1])
+    decoded = f.node("VAEDecode", samples=recon, vae=ckpt[2])
+    f.node("SaveImage", title="Reconstruction", images=decoded,
+           filename_prefix="exact_inversion/exact_reconstruction")
+    diff = f.node("ImageBlend", title="Difference (should be black)", image1=scaled, image2=decoded,
+                  blend_factor=1.0, blend_mode="difference")
+    f.node("PreviewImage", images=diff)
+    return f
+
+
+def sd15_inversion_sampler() -> Flow:
+    f = Flow("sd15_inversion_sampler_custom", "SD1.5: Inversion Sampler inside stock custom sampling",
+             "# Inversion as a SAMPLER\n\n**Inversion Sampler** is a SAMPLER that inverts instead of denoising: "
+             "stock **SamplerCustom** with `add_noise` off, any SIGMAS (here BasicScheduler) and the encoded image "
+             "gives the inverted LATENT; a second SamplerCustom with euler and the same SIGMAS samples it back. Use "
+             "it to compose inversion with other custom-sampling nodes.\n\n"
+             f"Model: `{SD15_CKPT}`.")
+    ckpt = f.node("CheckpointLoaderSimple", ckpt_name=SD15_CKPT)
+    latent = image_to_latent(f, ckpt[2], 512)
+    pos = f.node("CLIPTextEncode", title="Prompt", note=NOTE_PROMPT, text=SOURCE_PROMPT, clip=ckpt[1])
+    neg = f.node("CLIPTextEncode", title="Negative prompt", text="", clip=ckpt[1])
+    sigmas = f.node("BasicScheduler", model=ckpt, scheduler="normal", steps=20, denoise=1.0)
+    inverter = f.node("ExactInvInversionSampler", note=(
+        "**method** exact is Exact Invert's solver; renoise, easyinv and ddim are also available. The sampler "
+        "accepts BasicScheduler order or FlipSigmas order."), method="exact", tolerance=0.001, iterations=30)
+    inverted = f.node("SamplerCustom", title="Invert", note=(
+        "**add_noise off**: an inversion starts from the image itself."),
+        model=ckpt, add_noise=False, noise_seed=0, cfg=1.0, positive=pos, negative=neg, sampler=inverter,
+        sigmas=sigmas, latent_image=latent)
+    euler = f.node("KSamplerSelect", sampler_name="euler")
+    sampled = f.node("SamplerCustom", title="Sample back", model=ckpt, add_noise=False, noise_seed=0, cfg=1.0,
+                     positive=pos, negative=neg, sampler=euler, sigmas=sigmas, latent_image=inverted[0])
+    decode_and_save(f, sampled[0], ckpt[2], "sd15_inversion_sampler_reconstruction", "Reconstruction")
+    return f
+
+
+WORKFLOW_BUILDERS: list[Callable[[], Flow]] = [
+    sd15_renoise, sd15_ddim_ksampler, sdxl_turbo_renoise, lcm_lora, lambda: easyinv("sd1"), lambda: easyinv("sdxl"),
+    rnri_sdxl_turbo, flux_exact, exact_one_node, sd15_inversion_sampler,
+]
+
+
+def workflows() -> list[Flow]:
+    return [build() for build in WORKFLOW_BUILDERS]
+
+
+# ------------------------------------------------------------------------------------------ API -> UI
+NODE_WIDTH = 340
+NOTE_WIDTH = 340
+COLUMN_GAP = 60
+ROW_GAP = 40
+SLOT_HEIGHT = 22
+WIDGET_HEIGHT = 26
+
+
+def _node_height(info: dict, class_type: str, inputs: dict) -> int:
+    sockets = len(socket_inputs(info))
+    outputs = len(info.get("output", []))
+    widgets = 0
+    extra = 0
+    for name, spec, _ in widget_inputs(info):
+        widgets += 1 + has_control(name, spec)
+        if input_type(spec) == "STRING" and input_options(spec).get("multiline"):
+            extra += 70
+    if class_type in ("LoadImage", "PreviewImage", "SaveImage"):
+        extra += 240
+    return 36 + SLOT_HEIGHT * max(sockets, outputs) + WIDGET_HEIGHT * widgets + extra
+
+
+def _note_height(text: str) -> int:
+    lines = sum(max(1, math.ceil(len(line) / 60)) for line in text.split("\n"))
+    return 40 + 15 * lines
+
+
+def _depths(api: dict) -> dict[int, int]:
+    """Column of every node: the longest path from a source (links only)."""
+    deps = {int(k): [int(v[0]) for v in node["inputs"].values() if _is_link(v)] for k, node in api.items()}
+    depth: dict[int, int] = {}
+
+    def visit(n: int, stack=()) -> int:
+        if n in depth:
+            return depth[n]
+        if n in stack:
+            raise ValueError(f"cycle through node {n}")
+        d = 0 if not deps[n] else 1 + max(visit(m, stack + (n,)) for m in deps[n])
+        depth[n] = d
+        return d
+
+    for n in deps:
+        visit(n)
+    return depth
+
+
+def _is_link(value) -> bool:
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
+
+
+def _topological_order(api: dict) -> list[int]:
+    depth = _depths(api)
+    return sorted(depth, key=lambda n: (depth[n], n))
+
+
+def ui_from_api(flow_api: dict, object_info: dict, notes=(), name: str = "workflow") -> dict:
+    """The UI (LiteGraph v0.4) workflow for an API prompt, laid out in columns by depth, with MarkdownNote nodes:
+    ``notes`` = [(markdown, anchor node id or None)] (None: the workflow's description, top left)."""
+    api = {int(k): v for k, v in flow_api.items()}
+    missing = sorted({v["class_type"] for v in api.values()} - set(object_info))
+    if missing:
+        raise KeyError(f"{name}: node types not in /object_info: {missing}")
+    order = _topological_order(flow_api)
+    depth = _depths(flow_api)
+    order_index = {n: i for i, n in enumerate(order)}
+
+    links = []                        # [id, origin, origin_slot, target, target_slot, type]
+    out_links: dict[tuple[int, int], list[int]] = {}
+    nodes_json = {}
+    for n in sorted(api, key=lambda m: order_index[m]):
+        node, info = api[n], object_info[api[n]["class_type"]]
+        class_type = node["class_type"]
+        inputs = node["inputs"]
+        known = {name for name, _, _ in ordered_inputs(info)}
+        unknown = sorted(set(inputs) - known)
+        if unknown:
+            raise KeyError(f"{name}: node {n} ({class_type}) has unknown inputs {unknown}")
+        ui_inputs, widgets_values = [], []
+        for in_name, spec, required in socket_inputs(info):
+            entry = {"name": in_name, "type": input_type(spec), "link": None}
+            if in_name in inputs:
+                value = inputs[in_name]
+                if not _is_link(value):
+                    raise ValueError(f"{name}: node {n} ({class_type}) socket {in_name} needs a link, got {value!r}")
+                entry["link"] = _add_link(links, out_links, value, n, len(ui_inputs), api, object_info)
+            elif required:
+                raise ValueError(f"{name}: node {n} ({class_type}) required input {in_name} is not connected")
+            ui_inputs.append(entry)
+        for in_name, spec, required in widget_inputs(info):
+            entry = {"name": in_name, "type": input_type(spec), "widget": {"name": in_name}, "link": None}
+            value = inputs.get(in_name)
+            if _is_link(value):
+                entry["link"] = _add_link(links, out_links, value, n, len(ui_inputs), api, object_info)
+                value = widget_default(in_name, spec)
+            elif in_name not in inputs:
+                value = widget_default(in_name, spec)
+            problem = check_widget_value(in_name, spec, value)
+            if problem:
+                raise ValueError(f"{name}: node {n} ({class_type}) {problem}")
+            ui_inputs.append(entry)
+            widgets_values.append(value)
+            if has_control(in_name, spec):
+                widgets_values.append("fixed")
+            if has_upload(spec):
+                widgets_values.append("image")
+        nodes_json[n] = {
+            "id": n, "type": class_type, "pos": [0, 0],
+            "size": [NODE_WIDTH, _node_height(info, class_type, inputs)],
+            "flags": {}, "order": order_index[n], "mode": 0, "inputs": ui_inputs,
+            "outputs": [], "properties": {"Node name for S&R": class_type}, "widgets_values": widgets_values,
+        }
+        title = node.get("_meta", {}).get("title")
+        if title and title != class_type:
+            nodes_json[n]["title"] = title
+    for n, node_json in nodes_json.items():
+        info = object_info[node_json["type"]]
+        names = info.get("output_name") or info.get("output", [])
+        node_json["outputs"] = [
+            {"name": names[i], "type": t, "links": out_links.get((n, i), []), "slot_index": i}
+            for i, t in enumerate(info.get("output", []))
+        ]
+
+    # layout: columns by depth; notes go right under their anchor, the description on top of column 0
+    next_id = max(api) + 1
+    columns: dict[int, list] = {}
+    for n in sorted(api, key=lambda m: order_index[m]):
+        columns.setdefault(depth[n], []).append(("node", n))
+        for text, anchor in notes:
+            if anchor == n:
+                columns[depth[n]].append(("note", text))
+    head = [("note", text) for text, anchor in notes if anchor is None]
+    columns.setdefault(0, [])
+    columns[0] = head + columns[0]
+    all_nodes = []
+    x = 0
+    for col in sorted(columns):
+        y = 0
+        for kind, item in columns[col]:
+            if kind == "node":
+                node_json = nodes_json[item]
+                node_json["pos"] = [x, y]
+                all_nodes.append(node_json)
+                y += node_json["size"][1] + ROW_GAP
+            else:
+                height = _note_height(item)
+                all_nodes.append({
+                    "id": next_id, "type": "MarkdownNote", "pos": [x, y], "size": [NOTE_WIDTH, height],
+                    "flags": {}, "order": len(order) + next_id - max(api) - 1, "mode": 0, "inputs": [],
+                    "outputs": [], "title": "Note", "properties": {}, "widgets_values": [item],
+                    "color": "#432", "bgcolor": "#653",
+                })
+                next_id += 1
+                y += height + ROW_GAP
+        x += NODE_WIDTH + COLUMN_GAP
+    all_nodes.sort(key=lambda j: j["id"])
+    return {
+        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"exact-inversion/example_workflows/{name}")),
+        "revision": 0,
+        "last_node_id": max(j["id"] for j in all_nodes),
+        "last_link_id": len(links),
+        "nodes": all_nodes,
+        "links": links,
+        "groups": [],
+        "config": {},
+        "extra": {"ds": {"scale": 0.75, "offset": [40, 40]}},
+        "version": 0.4,
+    }
+
+
+def _add_link(links, out_links, value, target: int, target_slot: int, api: dict, object_info: dict) -> int:
+    origin, slot = int(value[0]), int(value[1])
+    if origin not in api:
+        raise KeyError(f"link from missing node {origin}")
+    outputs = object_info[api[origin]["class_type"]].get("output", [])
+    if slot >= len(outputs):
+        raise IndexError(f"node {origin} ({api[origin]['class_type']}) has no output {slot}")
+    link_id = len(links) + 1
+    links.append([link_id, origin, slot, target, target_slot, outputs[slot]])
+    out_links.setdefault((origin, slot), []).append(link_id)
+    return link_id
+
+
+# ------------------------------------------------------------------------------------------ UI -> API, checks
+def api_from_ui(ui: dict, object_info: dict) -> dict:
+    """The API prompt a UI workflow queues (notes left out; titles in ``_meta``), as the frontend converts it."""
+    links = {link[0]: link for link in ui["links"]}
+    api = {}
+    for node in ui["nodes"]:
+        if node["type"] in NOTE_TYPES or node.get("mode", 0) != 0:
+            continue
+        info = object_info[node["type"]]
+        inputs = {}
+        by_name = {entry["name"]: entry for entry in node.get("inputs", [])}
+        values = list(node.get("widgets_values") or [])
+        for in_name, spec, _ in widget_inputs(info):
+            if not values:
+                raise ValueError(f"node {node['id']} ({node['type']}): no widget value for {in_name}")
+            inputs[in_name] = values.pop(0)
+            if has_control(in_name, spec):
+                values.pop(0)
+            if has_upload(spec):
+                values.pop(0)
+        if values:
+            raise ValueError(f"node {node['id']} ({node['type']}): {len(values)} widget values left over")
+        for in_name, entry in by_name.items():
+            if entry.get("link") is not None:
+                link = links[entry["link"]]
+                inputs[in_name] = [str(link[1]), link[2]]
+        item = {"class_type": node["type"], "inputs": inputs, "_meta": {"title": node.get("title") or node["type"]}}
+        api[str(node["id"])] = item
+    return api
+
+
+def validate_ui(ui: dict, object_info: dict) -> list[str]:
+    """Problems of a UI workflow against /object_info: node types, link ids/slots/types both ways, widget counts and
+    values (combo options, min/max, types, control values), required inputs connected."""
+    errors = []
+    if ui.get("version") != 0.4:
+        errors.append(f"version {ui.get('version')!r} (expected 0.4)")
+    nodes = {}
+    for node in ui.get("nodes", []):
+        if node["id"] in nodes:
+            errors.append(f"duplicate node id {node['id']}")
+        nodes[node["id"]] = node
+    if nodes and ui.get("last_node_id", -1) < max(nodes):
+        errors.append(f"last_node_id {ui.get('last_node_id')} < max node id {max(nodes)}")
+    links = {}
+    for link in ui.get("links", []):
+        if not (isinstance(link, list) and len(link) == 6):
+            errors.append(f"link {link!r} is not a 6-tuple")
+            continue
+        if link[0] in links:
+            errors.append(f"duplicate link id {link[0]}")
+        links[link[0]] = link
+    if links and ui.get("last_link_id", -1) < max(links):
+        errors.append(f"last_link_id {ui.get('last_link_id')} < max link id {max(links)}")
+
+    for node in nodes.values():
+        where = f"node {node['id']} ({node['type']})"
+        if node["type"] in NOTE_TYPES:
+            if not (isinstance(node.get("widgets_values"), list) and len(node["widgets_values"]) == 1
+                    and isinstance(node["widgets_values"][0], str)):
+                errors.append(f"{where}: a note holds one text")
+            continue
+        info = object_info.get(node["type"])
+        if info is None:
+            errors.append(f"{where}: type not in /object_info")
+            continue
+        if node.get("properties", {}).get("Node name for S&R") != node["type"]:
+            errors.append(f"{where}: properties['Node name for S&R'] is not the type")
+        specs = {n: (s, r) for n, s, r in ordered_inputs(info)}
+        seen = set()
+        for slot, entry in enumerate(node.get("inputs", [])):
+            in_name = entry.get("name")
+            if in_name not in specs:
+                errors.append(f"{where}: input {in_name!r} is not an input of the type")
+                continue
+            if in_name in seen:
+                errors.append(f"{where}: input {in_name!r} listed twice")
+            seen.add(in_name)
+            spec, _ = specs[in_name]
+            if entry.get("type") != input_type(spec):
+                errors.append(f"{where}: input {in_name} type {entry.get('type')!r} != {input_type(spec)!r}")
+            if is_widget(spec) != ("widget" in entry):
+                errors.append(f"{where}: input {in_name} widget marker does not match the spec")
+            link_id = entry.get("link")
+            if link_id is not None:
+                link = links.get(link_id)
+                if link is None:
+                    errors.append(f"{where}: input {in_name} names missing link {link_id}")
+                elif link[3] != node["id"] or link[4] != slot:
+                    errors.append(f"{where}: input {in_name} link {link_id} targets node {link[3]} slot {link[4]}")
+        for in_name, (spec, required) in specs.items():
+            if required and not is_widget(spec):
+                entry = next((e for e in node.get("inputs", []) if e.get("name") == in_name), None)
+                if entry is None or entry.get("link") is None:
+                    errors.append(f"{where}: required input {in_name} is not connected")
+        outputs = info.get("output", [])
+        ui_outputs = node.get("outputs", [])
+        if len(ui_outputs) != len(outputs):
+            errors.append(f"{where}: {len(ui_outputs)} outputs, the type has {len(outputs)}")
+        for slot, entry in enumerate(ui_outputs[:len(outputs)]):
+            if entry.get("type") != outputs[slot]:
+                errors.append(f"{where}: output {slot} type {entry.get('type')!r} != {outputs[slot]!r}")
+            for link_id in entry.get("links") or []:
+                link = links.get(link_id)
+                if link is None or link[1] != node["id"] or link[2] != slot:
+                    errors.append(f"{where}: output {slot} lists link {link_id} that does not start here")
+        # widgets
+        values = list(node.get("widgets_values") or [])
+        expected = sum(1 + has_control(n, s) + has_upload(s) for n, s, _ in widget_inputs(info))
+        if len(values) != expected:
+            errors.append(f"{where}: {len(values)} widget values, the type needs {expected}")
+            continue
+        for in_name, spec, _ in widget_inputs(info):
+            value = values.pop(0)
+            problem = check_widget_value(in_name, spec, value)
+            if problem:
+                errors.append(f"{where}: {problem}")
+            if has_control(in_name, spec):
+                control = values.pop(0)
+                if control not in CONTROL_VALUES:
+                    errors.append(f"{where}: {in_name} control {control!r} not in {CONTROL_VALUES}")
+            if has_upload(spec):
+                if values.pop(0) != "image":
+                    errors.append(f"{where}: {in_name} upload widget value is not 'image'")
+
+    for link_id, link in links.items():
+        _, origin, origin_slot, target, target_slot, link_type = link
+        src, dst = nodes.get(origin), nodes.get(target)
+        if src is None or dst is None:
+            errors.append(f"link {link_id}: missing node {origin if src is None else target}")
+            continue
+        if src["type"] in NOTE_TYPES or dst["type"] in NOTE_TYPES:
+            errors.append(f"link {link_id}: notes have no sockets")
+            continue
+        src_info, dst_info = object_info.get(src["type"]), object_info.get(dst["type"])
+        if src_info is None or dst_info is None:
+            continue
+        outputs = src_info.get("output", [])
+        if origin_slot >= len(outputs):
+            errors.append(f"link {link_id}: node {origin} has no output {origin_slot}")
+            continue
+        if outputs[origin_slot] != link_type:
+            errors.append(f"link {link_id}: type {link_type!r} != output type {outputs[origin_slot]!r}")
+        if link_id not in (src.get("outputs", [{}] * (origin_slot + 1))[origin_slot].get("links") or []):
+            errors.append(f"link {link_id}: not listed in node {origin} output {origin_slot}")
+        dst_inputs = dst.get("inputs", [])
+        if target_slot >= len(dst_inputs):
+            errors.append(f"link {link_id}: node {target} has no input slot {target_slot}")
+            continue
+        entry = dst_inputs[target_slot]
+        if entry.get("link") != link_id:
+            errors.append(f"link {link_id}: node {target} input slot {target_slot} holds link {entry.get('link')}")
+        spec = dict((n, s) for n, s, _ in ordered_inputs(dst_info)).get(entry.get("name"))
+        if spec is not None:
+            accepted = {t.strip() for t in input_type(spec).split(",")}
+            if link_type not in accepted and "*" not in accepted:
+                errors.append(f"link {link_id}: {link_type} into {dst['type']}.{entry.get('name')} "
+                              f"({input_type(spec)})")
+    return errors
+
+
+# ------------------------------------------------------------------------------------------ files
+def render(object_info: dict) -> dict[str, tuple[dict, dict]]:
+    """{name: (ui, api)} for every workflow."""
+    out = {}
+    for flow in workflows():
+        api = flow.api()
+        notes = [(flow.about, None)] + list(flow.notes)
+        ui = ui_from_api(api, object_info, notes, flow.name)
+        problems = validate_ui(ui, object_info)
+        if problems:
+            raise ValueError(f"{flow.name}: generated UI workflow is invalid:\n  " + "\n  ".join(problems))
+        out[flow.name] = (ui, api)
+    return out
+
+
+def dumps(data: dict) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def expected_files(object_info: dict, out_dir: Path = OUT_DIR) -> dict[Path, str]:
+    files = {}
+    for name, (ui, api) in render(object_info).items():
+        files[out_dir / f"{name}.json"] = dumps(ui)
+        files[out_dir / API_DIR_NAME / f"{name}.json"] = dumps(api)
+    return files
+
+
+def _object_info_from_server() -> dict:
+    import tempfile
+
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    import comfy_harness as ch
+
+    with tempfile.TemporaryDirectory(prefix="make_workflows_") as tmp:
+        base = Path(tmp)
+        (base / "custom_nodes").mkdir()
+        (base / "custom_nodes" / ch.PACK_LINK_NAME).symlink_to(REPO_ROOT, target_is_directory=True)
+        for sub in ("input", "output", "temp", "user", "models"):
+            (base / sub).mkdir()
+        server = ch.ComfyServer(ch.comfyui_dir(), ch.comfyui_python(), base)
+        try:
+            server.start()
+            return server.object_info()
+        finally:
+            server.stop()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="compare with the committed files, write nothing")
+    parser.add_argument("--url", help="a running ComfyUI (with the pack) to read /object_info from")
+    parser.add_argument("--object-info", type=Path, help="a saved /object_info JSON")
+    parser.add_argument("--out", type=Path, default=OUT_DIR)
+    args = parser.parse_args(argv)
+    if args.object_info:
+        object_info = json.loads(args.object_info.read_text())
+    elif args.url:
+        import urllib.request
+
+        with urllib.request.urlopen(args.url.rstrip("/") + "/object_info", timeout=60) as resp:
+            object_info = json.loads(resp.read())
+    else:
+        object_info = _object_info_from_server()
+    files = expected_files(object_info, args.out)
+    stale = [p for p, text in files.items() if not p.exists() or p.read_text() != text]
+    generated = {p.resolve() for p in files}
+    extra = [p for p in list(args.out.glob("*.json")) + list((args.out / API_DIR_NAME).glob("*.json"))
+             if p.resolve() not in generated]
+    if args.check:
+        for p in stale:
+            print(f"stale: {p.relative_to(REPO_ROOT) if p.is_relative_to(REPO_ROOT) else p}")
+        for p in extra:
+            print(f"not generated: {p}")
+        return 1 if stale or extra else 0
+    for p, text in files.items():
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if p in stale:
+            p.write_text(text)
+    print(f"{len(files) // 2} workflows, {len(stale)} file(s) written to {args.out}")
+    for p in extra:
+        print(f"note: {p} is not generated by this script")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
