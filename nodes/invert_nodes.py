@@ -1,0 +1,322 @@
+"""The inversion nodes: one node per method, all with the same inputs and the same four outputs.
+
+Inputs: MODEL, positive / negative CONDITIONING, LATENT, steps, scheduler, cfg, denoise, the method's own
+parameters, and an optional SIGMAS that overrides steps / scheduler / denoise.
+Outputs: LATENT (for KSamplerAdvanced / SamplerCustom with add_noise off), INVERSION (for Inverted Sampler),
+NOISE (for SamplerCustomAdvanced), SIGMAS (the schedule used). See ``runtime`` for how they are made.
+"""
+from __future__ import annotations
+
+import comfy.samplers
+from comfy_api.latest import io
+
+from ..inversion_core.adaptive import AdaptiveInversion
+from ..inversion_core.ddim import DDIMInversion
+from ..inversion_core.easyinv import EASYINV_PRESETS, EasyInv
+from ..inversion_core.regularizers import NoiseRegularizer
+from ..inversion_core.renoise import FIRST_STEP_RULES, ReNoise
+from ..inversion_core.rnri import RNRI, VARIANTS as RNRI_VARIANTS, GradientUnavailable
+from . import runtime, validation
+from .record import INVERSION
+
+CATEGORY = "inversion"
+
+RECONSTRUCT_HINT = ("To get the image back: KSamplerAdvanced with add_noise disable, the same steps, scheduler, cfg and "
+                    "conditioning, sampler euler, start 0, end 10000 -- or SamplerCustom with add_noise off, the SIGMAS "
+                    "output and KSamplerSelect euler. Inverted Sampler does it in one node.")
+
+
+def common_inputs():
+    return [
+        io.Model.Input("model", tooltip="The diffusion model that will sample the latent back."),
+        io.Conditioning.Input("positive", tooltip="Conditioning of the image (its prompt, or an empty prompt). "
+                              "Sample back with the same conditioning to reproduce it, or with an edited one."),
+        io.Conditioning.Input("negative", tooltip="Negative conditioning; only used when cfg is not 1."),
+        io.Latent.Input("latent", tooltip="The latent to invert (VAE Encode of the image). Batches are inverted "
+                        "per image."),
+        io.Int.Input("steps", default=20, min=1, max=10000,
+                     tooltip="Sampling steps of the schedule to invert; sample back with the same number."),
+        io.Combo.Input("scheduler", options=list(comfy.samplers.SCHEDULER_NAMES), default="simple",
+                       tooltip="Scheduler of the schedule to invert (the model's own sigmas, as KSampler)."),
+        io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                       tooltip="Classifier-free guidance used while inverting; sample back with the same cfg. 1 is "
+                       "the most invertible and needs one model evaluation per call instead of two."),
+        io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
+                       tooltip="Partial inversion: invert only up to the noise level a KSampler with this denoise "
+                       "starts from (sampling back with BasicScheduler(steps, denoise) + SamplerCustom)."),
+    ]
+
+
+def sigmas_input():
+    return io.Sigmas.Input("sigmas", optional=True,
+                           tooltip="Optional schedule; overrides steps, scheduler and denoise. Sampling order "
+                           "(BasicScheduler) or FlipSigmas order.")
+
+
+def common_outputs():
+    return [
+        io.Latent.Output(id="inverted_latent", display_name="latent", tooltip="The inverted latent. " + RECONSTRUCT_HINT +
+                         " For a full inversion of a flow model (SD3, Flux: sigma 1) a LATENT cannot hold it and this "
+                         "is zeros: use the NOISE output with SamplerCustomAdvanced."),
+        INVERSION.Output(id="inversion", display_name="inversion",
+                         tooltip="Everything needed to sample back exactly (schedule, latents, noises, settings, "
+                         "stats): connect to Inverted Sampler or Replay Sampler."),
+        io.Noise.Output(id="noise", display_name="noise",
+                        tooltip="NOISE for SamplerCustomAdvanced (with the input latent as latent_image and the "
+                        "SIGMAS output): it starts sampling exactly at the inverted latent. Works for every model "
+                        "type, including full flow-model inversions."),
+        io.Sigmas.Output(id="used_sigmas", display_name="sigmas", tooltip="The schedule that was inverted (sampling order)."),
+    ]
+
+
+class InvertNode(io.ComfyNode):
+    """Base of the method nodes (not registered). Subclasses set the schema fields and :meth:`solver`."""
+
+    NODE_ID = ""
+    DISPLAY_NAME = ""
+    DESCRIPTION = ""
+    METHOD = ""
+
+    @classmethod
+    def method_inputs(cls) -> list:
+        return []
+
+    @classmethod
+    def solver(cls, model, steps: int, params: dict):
+        """(make_solver, expected model calls per step, settings dict, notes)."""
+        raise NotImplementedError
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id=cls.NODE_ID, display_name=cls.DISPLAY_NAME, category=CATEGORY, description=cls.DESCRIPTION,
+            inputs=common_inputs() + cls.method_inputs() + [sigmas_input()], outputs=common_outputs(),
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent, steps, scheduler, cfg, denoise, sigmas=None, **params):
+        node = cls.DISPLAY_NAME
+        validation.model(node, "model", model)
+        schedule = runtime.schedule(node, model, steps, scheduler, denoise, sigmas)
+        n_steps = schedule.numel() - 1
+        make_solver, calls_per_step, settings, notes = cls.solver(model, n_steps, params)
+        settings = dict(settings, steps=n_steps, scheduler=scheduler if sigmas is None else "custom sigmas",
+                        denoise=float(denoise) if sigmas is None else None)
+        out = cls.run(model, positive, negative, latent, cfg, schedule, make_solver, settings,
+                      n_steps * calls_per_step, notes)
+        return io.NodeOutput(out.latent, out.record, out.noise, out.sigmas,
+                             ui={"inversion": [runtime.summary(out.record)]})
+
+    @classmethod
+    def run(cls, model, positive, negative, latent, cfg, schedule, make_solver, settings, expected_calls, notes,
+            sampling_model=None) -> runtime.InversionOutputs:
+        return runtime.run_inversion(cls.DISPLAY_NAME, model, positive, negative, latent, cfg, schedule,
+                                     make_solver, method=cls.METHOD, settings=settings,
+                                     expected_calls=expected_calls, notes=notes, sampling_model=sampling_model)
+
+
+class DDIMInvert(InvertNode):
+    NODE_ID = "ExactInvDDIMInvert"
+    DISPLAY_NAME = "DDIM Invert"
+    METHOD = "ddim"
+    DESCRIPTION = ("Plain DDIM (Euler) inversion: one model call per step, approximate (the classic 'unsampler'). "
+                   "Fast, but sampling back drifts from the image at few steps or high cfg. Use Exact Invert to get "
+                   "the image back exactly.")
+
+    @classmethod
+    def method_inputs(cls):
+        return [io.Combo.Input("convention", options=["target", "current"], default="target",
+                               tooltip="target: evaluate the model at the step's target noise level (diffusers "
+                               "DDIMInverseScheduler, null-text inversion). current: at the latent's own level "
+                               "(ComfyUI FlipSigmas + euler).")]
+
+    @classmethod
+    def solver(cls, model, steps, params):
+        convention = validation.choice(cls.DISPLAY_NAME, "convention", params["convention"], ("target", "current"))
+        return (lambda: DDIMInversion(convention)), 1, {"convention": convention}, []
+
+
+class ExactInvert(InvertNode):
+    NODE_ID = "ExactInvExactInvert"
+    DISPLAY_NAME = "Exact Invert"
+    METHOD = "adaptive"
+    DESCRIPTION = ("The recommended 'give me my image back' node. Solves every inverse sampler step to a tolerance "
+                   "(Anderson-accelerated fixed point, each step verified with the model; samples that do not "
+                   "converge are redone with ReNoise), so sampling the result back with euler, the same "
+                   "steps/scheduler/cfg/conditioning reproduces the input latent. Easy steps take 2-4 model calls. "
+                   "ReNoise Invert keeps the paper's fixed-iteration behaviour instead.")
+
+    @classmethod
+    def method_inputs(cls):
+        return [
+            io.Float.Input("tolerance", default=1e-3, min=1e-7, max=0.5, step=1e-4, round=False,
+                           tooltip="Stop a step once sampling forward from the answer lands on the latent below "
+                           "within this relative RMS error."),
+            io.Int.Input("max_calls", default=30, min=1, max=1000,
+                         tooltip="Model-call budget per step (including the verification call)."),
+            io.Int.Input("memory", default=3, min=0, max=20,
+                         tooltip="Anderson memory (0 = plain fixed-point iteration)."),
+            io.Boolean.Input("fallback", default=True,
+                             tooltip="Redo samples that miss 10x the tolerance with ReNoise and keep the better."),
+        ]
+
+    @classmethod
+    def solver(cls, model, steps, params):
+        tol, max_calls, memory = float(params["tolerance"]), int(params["max_calls"]), int(params["memory"])
+        fallback = "renoise" if params["fallback"] else None
+        settings = {"tolerance": tol, "max_calls": max_calls, "memory": memory, "fallback": fallback}
+        return (lambda: AdaptiveInversion(tolerance=tol, max_calls=max_calls, memory=memory, fallback=fallback),
+                min(max_calls, 6), settings, [])
+
+
+def first_step_sigma(model) -> float:
+    """The sigma of DDPM timestep 250 (ReNoise's "official" first-step threshold), from the model's sampling."""
+    return float(model.get_model_object("model_sampling").percent_to_sigma(1.0 - 250.0 / 999.0))
+
+
+class ReNoiseInvert(InvertNode):
+    NODE_ID = "ExactInvReNoiseInvert"
+    DISPLAY_NAME = "ReNoise Invert"
+    METHOD = "renoise"
+    DESCRIPTION = ("ReNoise (Garibi et al., ECCV 2024): every inverse step re-noises a fixed number of times with "
+                   "the model and averages the last estimates, with the paper's noise regularisation for editable "
+                   "noise. Defaults are the official code's. For exact reconstruction use Exact Invert.")
+
+    @classmethod
+    def method_inputs(cls):
+        return [
+            io.Int.Input("iterations", default=9, min=0, max=100,
+                         tooltip="Renoising iterations per step (iterations + 1 model calls)."),
+            io.Boolean.Input("average", default=True, tooltip="Average the estimates of the averaging window."),
+            io.Int.Input("average_start", default=8, min=0, max=101,
+                         tooltip="First iterate of the averaging window (official 8)."),
+            io.Int.Input("average_end", default=10, min=1, max=101,
+                         tooltip="End (exclusive) of the averaging window (official 10: the last two of 9 iterations)."),
+            io.Combo.Input("first_step", options=list(FIRST_STEP_RULES), default="first",
+                           tooltip="first: fewer iterations on the first inversion step only, without the DDIM "
+                           "estimate in its average. official: the official code's rule (every step below "
+                           "timestep 250). none: no special case."),
+            io.Boolean.Input("regularize", default=True,
+                             tooltip="Noise regularisation (pair + patch-KL losses) for edit-friendly noise. Costs "
+                             "one extra model call per step."),
+            io.Float.Input("lambda_pair", default=20.0, min=0.0, max=1000.0, step=0.5,
+                           tooltip="Weight of the auto-correlation (pair) loss."),
+            io.Float.Input("lambda_kl", default=0.065, min=0.0, max=10.0, step=0.005, round=False,
+                           tooltip="Weight of the patch-KL loss."),
+            io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF,
+                         tooltip="Seed of the regulariser's random shifts and reference noise."),
+        ]
+
+    @classmethod
+    def solver(cls, model, steps, params):
+        node = cls.DISPLAY_NAME
+        iterations = int(params["iterations"])
+        window = (int(params["average_start"]), int(params["average_end"]))
+        if window[0] >= window[1]:
+            validation.fail(node, "average_end", f"({window[1]}) must be greater than average_start ({window[0]})")
+        rule = validation.choice(node, "first_step", params["first_step"], FIRST_STEP_RULES)
+        seed = int(params["seed"])
+        sigma_250 = first_step_sigma(model) if rule == "official" else None
+        regularize = bool(params["regularize"])
+        lambda_pair, lambda_kl = float(params["lambda_pair"]), float(params["lambda_kl"])
+        settings = {"iterations": iterations, "average": bool(params["average"]), "window": window,
+                    "first_step": rule, "first_step_sigma": sigma_250, "regularize": regularize,
+                    "lambda_pair": lambda_pair, "lambda_kl": lambda_kl, "seed": seed}
+
+        def make():
+            reg = NoiseRegularizer(lambda_pair=lambda_pair, lambda_kl=lambda_kl, seed=seed) if regularize else None
+            return ReNoise(iterations=iterations, average=bool(params["average"]), window=window, first_step=rule,
+                           first_step_sigma=sigma_250, regularizer=reg, reference_seed=seed)
+
+        return make, iterations + 1 + int(regularize and lambda_kl != 0), settings, []
+
+
+class EasyInvInvert(InvertNode):
+    NODE_ID = "ExactInvEasyInvInvert"
+    DISPLAY_NAME = "EasyInv Invert"
+    METHOD = "easyinv"
+    DESCRIPTION = ("EasyInv (Zhang et al., ICML 2025): DDIM inversion that blends each latent with the previous one "
+                   "on a window of steps. One model call per step, like DDIM Invert, usually closer. Presets are the "
+                   "official settings.")
+
+    @classmethod
+    def method_inputs(cls):
+        return [
+            io.Combo.Input("preset", options=list(EASYINV_PRESETS) + ["custom"], default="sd1",
+                           tooltip="sd1: eta 0.5, window 5%-25% of the steps; sdxl: eta 0.8, window 85%-95%; "
+                           "custom: the values below."),
+            io.Float.Input("eta", default=0.5, min=0.0, max=1.0, step=0.01,
+                           tooltip="(custom) Weight of the current latent in the blend."),
+            io.Float.Input("start", default=0.05, min=0.0, max=1.0, step=0.01,
+                           tooltip="(custom) Start of the blending window, as a fraction of the steps."),
+            io.Float.Input("length", default=0.2, min=0.0, max=1.0, step=0.01,
+                           tooltip="(custom) Length of the blending window, as a fraction of the steps."),
+            io.Combo.Input("order", options=["before", "after"], default="before",
+                           tooltip="before: blend the step's input (the official code behind the paper's results); "
+                           "after: blend its output (the official example)."),
+        ]
+
+    @classmethod
+    def solver(cls, model, steps, params):
+        node = cls.DISPLAY_NAME
+        preset = validation.choice(node, "preset", params["preset"], list(EASYINV_PRESETS) + ["custom"])
+        values = dict(EASYINV_PRESETS[preset]) if preset != "custom" else \
+            {"eta": float(params["eta"]), "start": float(params["start"]), "length": float(params["length"])}
+        order = validation.choice(node, "order", params["order"], ("before", "after"))
+        settings = dict(values, preset=preset, order=order)
+        return (lambda: EasyInv(order=order, **values)), 1, settings, []
+
+
+class RNRIInvert(InvertNode):
+    NODE_ID = "ExactInvRNRIInvert"
+    DISPLAY_NAME = "RNRI Invert"
+    METHOD = "rnri"
+    DESCRIPTION = ("RNRI (Samuel et al., ICLR 2025): Newton-Raphson on each inverse step with a Gaussian prior that "
+                   "keeps the latent in distribution. 'newton' differentiates the model (one backward pass per "
+                   "iteration, on a private autograd-capable copy of the MODEL's weights; the input MODEL is not "
+                   "changed); where the model has no backward (some attention kernels, fp8) it falls back to "
+                   "'released', the official Jacobian-free update, and says so in the log and the INVERSION stats.")
+
+    @classmethod
+    def method_inputs(cls):
+        return [
+            io.Combo.Input("variant", options=list(RNRI_VARIANTS), default="newton",
+                           tooltip="newton: the paper's Newton-Raphson with the model Jacobian (autograd). "
+                           "released: the official code's Jacobian-free update (no backward pass)."),
+            io.Int.Input("iterations", default=2, min=1, max=100,
+                         tooltip="Newton iterations per step (official 2)."),
+            io.Float.Input("prior_weight", default=0.1, min=0.0, max=100.0, step=0.01, round=False,
+                           tooltip="Weight of the Gaussian prior q(x_t | x_0) (official 0.1)."),
+        ]
+
+    @classmethod
+    def solver(cls, model, steps, params):
+        variant = validation.choice(cls.DISPLAY_NAME, "variant", params["variant"], RNRI_VARIANTS)
+        iterations, weight = int(params["iterations"]), float(params["prior_weight"])
+        settings = {"variant": variant, "iterations": iterations, "prior_weight": weight}
+        calls = iterations + 2 if variant == "newton" else iterations
+        return (lambda: RNRI(variant, iterations, weight)), calls, settings, []
+
+    @classmethod
+    def run(cls, model, positive, negative, latent, cfg, schedule, make_solver, settings, expected_calls, notes,
+            sampling_model=None):
+        if settings["variant"] != "newton":
+            return super().run(model, positive, negative, latent, cfg, schedule, make_solver, settings,
+                               expected_calls, notes)
+        clone, wrapped = runtime.autograd_model(model)
+        try:
+            return super().run(model, positive, negative, latent, cfg, schedule, make_solver, settings,
+                               expected_calls, notes + [f"newton: autograd through {wrapped} wrapped weights"],
+                               sampling_model=clone)
+        except GradientUnavailable as error:
+            message = (f"RNRI Invert: the model cannot be differentiated here ({error}); fell back to the "
+                       "'released' (Jacobian-free) variant")
+            runtime.log.warning(message)
+            iterations, weight = settings["iterations"], settings["prior_weight"]
+            settings = dict(settings, variant="released", requested_variant="newton")
+            return super().run(model, positive, negative, latent, cfg, schedule,
+                               lambda: RNRI("released", iterations, weight), settings,
+                               expected_calls, notes + [message])
+
+
+INVERT_NODES = [ExactInvert, DDIMInvert, ReNoiseInvert, EasyInvInvert, RNRIInvert]

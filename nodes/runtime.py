@@ -1,0 +1,446 @@
+"""ComfyUI glue shared by the nodes: schedules, the inversion sampler, NOISE, replay, progress, autograd clones.
+
+Every inversion runs *through ComfyUI's own guider*: ``comfy.samplers.CFGGuider(model)`` with the node's conds and
+cfg, ``guider.sample(...)`` with :class:`InversionSampler` (a ``comfy.samplers.KSAMPLER`` subclass, the pattern of
+core's ``comfy_extras/nodes_train.py`` ``TrainSampler``). So model loading (``load_models_gpu``), conds, areas,
+masks, ControlNet, hooks, wrappers and ``process_latent_in/out`` all stay ComfyUI's; the sampler only calls
+``inversion_core.trajectory.invert`` with ``denoise = lambda x, sigma: model_wrap(x, sigma, **extra_args)``
+(the CFG-combined x0 prediction in the internal latent space).
+
+Hand-off to stock samplers (``docs``: comfyui-host.md 2.5-2.6):
+
+* LATENT (path A): ``process_out(inverse_noise_scaling(sigma_N, x_N))`` -- what KSamplerAdvanced (add_noise
+  disable) / SamplerCustom (add_noise off) turn back into x_N. For flow models at sigma_N = 1 it cannot exist.
+* NOISE (path B, :class:`InversionNoise`): N with ``noise_scaling(sigma_N, N, L_in, max_denoise) = x_N``, for
+  SamplerCustomAdvanced; works for every parametrization including flow sigma = 1.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from typing import Callable, Optional
+
+import torch
+
+import comfy.model_management
+import comfy.model_sampling
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import latent_preview
+
+from ..inversion_core.monitor import Monitor
+from ..inversion_core.trajectory import invert
+from . import validation
+from .record import InversionRecord, model_fingerprint, parametrization_of
+
+log = logging.getLogger("exact_inversion")
+
+FLIP_SIGMAS_PLACEHOLDER = 1e-4   # comfy_extras FlipSigmas replaces a leading 0 by this value
+
+
+# --------------------------------------------------------------------------------------------------- schedules
+def schedule(node: str, model, steps: int, scheduler: str, denoise: float, sigmas=None) -> torch.Tensor:
+    """The sampling-order sigmas (CPU float32) a KSampler / BasicScheduler would use, or the SIGMAS override.
+
+    denoise < 1: the last ``steps + 1`` sigmas of a ``int(steps / denoise)``-step schedule, as ``BasicScheduler``
+    and ``KSampler.set_steps`` compute them, i.e. inversion only up to the noise level that sampling starts from.
+    A SIGMAS override may be in sampling order or in FlipSigmas order (see :func:`sampling_order`).
+    """
+    if sigmas is not None:
+        return sampling_order(node, validation.sigmas(node, "sigmas", sigmas)).to(torch.float32)
+    steps = validation.steps(node, steps)
+    denoise = validation.denoise(node, denoise)
+    validation.choice(node, "scheduler", scheduler, comfy.samplers.SCHEDULER_NAMES)
+    total = steps if denoise >= 1.0 else int(steps / denoise)
+    full = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, total).cpu()
+    values = validation.sigmas(node, "steps", full[-(steps + 1):].to(torch.float32))
+    return sampling_order(node, values).to(torch.float32)
+
+
+def sampling_order(node: str, sigmas: torch.Tensor) -> torch.Tensor:
+    """Descending float64 CPU sigmas without repeats, from whatever a SIGMAS socket delivered.
+
+    * FlipSigmas order (ascending) is reversed, and FlipSigmas' 1e-4 stand-in for the final 0 becomes 0 again, so
+      the inversion matches the unflipped schedule a sampler will use.
+    * Repeated sigmas (e.g. "simple" with more steps than the model has noise levels) are dropped: a zero-length
+      step is the identity for euler and euler_ancestral, so the stock sampler over the repeating schedule still
+      samples the inversion back. The SIGMAS output is the schedule without repeats.
+    """
+    values = sigmas.detach().flatten().to(torch.float64).cpu()
+    if values.numel() >= 2 and values[0] < values[-1]:
+        values = values.flip(0)
+        if math.isclose(float(values[-1]), FLIP_SIGMAS_PLACEHOLDER, rel_tol=1e-5):
+            values[-1] = 0.0
+    keep = torch.ones(values.numel(), dtype=torch.bool)
+    keep[1:] = values[1:] != values[:-1]
+    if not keep.all():
+        log.warning("%s: the schedule repeats %d sigma(s) (more steps than the model has noise levels?); they are "
+                    "zero-length steps and were skipped", node, int((~keep).sum()))
+        values = values[keep]
+    return values
+
+
+# --------------------------------------------------------------------------------------------------- progress
+class HostProgress:
+    """Progress in model calls (one ComfyUI ProgressBar tick per model evaluation), latent previews per step
+    (``latent_preview.prepare_callback``, same unit so the bar never jumps) and interrupts at every core loop."""
+
+    def __init__(self, model, expected_calls: int, preview: bool = True):
+        self.total = max(1, int(expected_calls))
+        self.calls = 0
+        self.bar = comfy.utils.ProgressBar(self.total)
+        self.preview = latent_preview.prepare_callback(model, self.total) if preview else None
+
+    def model_call(self) -> None:
+        self.calls += 1
+        self.total = max(self.total, self.calls)
+        self.bar.update_absolute(self.calls, self.total)
+
+    def step(self, info: dict) -> None:
+        if self.preview is not None and info.get("denoised") is not None:
+            self.preview(max(self.calls - 1, 0), info["denoised"], info["x"], self.total)
+
+    def monitor(self) -> Monitor:
+        return Monitor(self.model_call, comfy.model_management.throw_exception_if_processing_interrupted, self.step)
+
+
+def step_callback_monitor(callback, total_steps: int) -> Monitor:
+    """Monitor for the SAMPLER path: the sampler node's own per-step callback, interrupts at every core loop."""
+    on_step = None
+    if callback is not None:
+        def on_step(info):
+            callback(info["i"], info["denoised"], info["x"], total_steps)
+    return Monitor(None, comfy.model_management.throw_exception_if_processing_interrupted, on_step)
+
+
+# --------------------------------------------------------------------------------------------------- entry/exit
+def exit_latent(model_sampling, sigma: float, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """(inverse_noise_scaling(sigma, x), ok): the internal-space value whose process_out is the LATENT (path A).
+    Not finite (flow at sigma = 1, where the start latent is multiplied by 1 - sigma = 0): zeros, ok False."""
+    sigma_t = torch.tensor(float(sigma), dtype=x.dtype, device=x.device)
+    out = model_sampling.inverse_noise_scaling(sigma_t, x)
+    if not torch.isfinite(out).all():
+        return torch.zeros_like(x), False
+    return out, True
+
+
+def noise_for_start(model_sampling, sigma: float, x_start: torch.Tensor, latent_in: torch.Tensor,
+                    max_denoise: bool) -> torch.Tensor:
+    """N with model_sampling.noise_scaling(sigma, N, latent_in, max_denoise) == x_start.
+
+    noise_scaling is affine in the noise with an elementwise coefficient for every ComfyUI parametrization (EPS/V:
+    N * sqrt(1 + s^2) or N * s, plus L; CONST: s N + (1 - s) L; newer versions may scale N further), so
+    N = (x - noise_scaling(s, 0, L)) / noise_scaling(s, 1, 0): no formula of ours, the model's own.
+    """
+    sigma_t = torch.tensor(float(sigma), dtype=torch.float32, device=x_start.device)
+    x_start = x_start.to(torch.float32)
+    latent_in = latent_in.to(device=x_start.device, dtype=torch.float32)
+    base = model_sampling.noise_scaling(sigma_t, torch.zeros_like(x_start), latent_in.clone(), max_denoise)
+    scale = model_sampling.noise_scaling(sigma_t, torch.ones_like(x_start), torch.zeros_like(x_start), max_denoise)
+    if not torch.is_tensor(scale) or (scale == 0).any():
+        raise validation.NodeInputError(
+            f"this model's sampling ({type(model_sampling).__name__}) ignores the starting noise, so an inverted "
+            "latent cannot be handed to it as NOISE (an image-to-image model?)")
+    return (x_start - base) / scale
+
+
+def is_max_denoise(model_sampling, sigma: float) -> bool:
+    """``comfy.samplers.Sampler.max_denoise`` for a given first sigma."""
+    max_sigma = float(model_sampling.sigma_max)
+    return math.isclose(max_sigma, float(sigma), rel_tol=1e-05) or float(sigma) > max_sigma
+
+
+def latent_in(model, samples: torch.Tensor) -> torch.Tensor:
+    """What the guider hands a sampler: process_latent_in(L) if L has a nonzero element, else L."""
+    if torch.count_nonzero(samples) > 0:
+        return model.get_model_object("process_latent_in")(samples)
+    return samples
+
+
+class InversionNoise:
+    """NOISE socket object (``.seed``, ``generate_noise(latent) -> CPU tensor``) that makes SamplerCustomAdvanced
+    start exactly at the inverted latent x_N, for any LATENT of the inverted shape fed to it (usually the inverted
+    image's own latent, or an EmptyLatentImage)."""
+
+    def __init__(self, record: InversionRecord, model, node: str):
+        self.record = record
+        self.seed = int(record.noise_seed)
+        self.model_sampling = model.get_model_object("model_sampling")
+        self.process_latent_in = model.get_model_object("process_latent_in")
+        self.node = node
+
+    def generate_noise(self, input_latent) -> torch.Tensor:
+        samples = input_latent["samples"]
+        record = self.record
+        if tuple(samples.shape) != record.shape:
+            raise validation.NodeInputError(
+                f"{self.node}: the NOISE output was fed a latent of shape {tuple(samples.shape)}, but the inversion "
+                f"has shape {record.shape}; give SamplerCustomAdvanced the latent that was inverted")
+        l_in = self.process_latent_in(samples) if torch.count_nonzero(samples) > 0 else samples
+        sigma = float(record.sigmas[0])
+        try:
+            noise = noise_for_start(self.model_sampling, sigma, record.inverted, l_in,
+                                    is_max_denoise(self.model_sampling, sigma))
+        except validation.NodeInputError as error:
+            raise validation.NodeInputError(f"{self.node}: {error}") from None
+        return noise.to(device="cpu", dtype=torch.float32)
+
+
+# --------------------------------------------------------------------------------------------------- samplers
+class InversionSampler(comfy.samplers.KSAMPLER):
+    """A SAMPLER that *inverts*: from the (processed-in) latent at the lowest sigma up to the highest one.
+
+    Accepts sampling-order or FlipSigmas-order sigmas. Works in SamplerCustom / SamplerCustomAdvanced graphs with
+    add_noise off (a nonzero noise is ignored with a warning). Returns inverse_noise_scaling(sigma_top, x_top),
+    so the sampler node's output LATENT is path A (zeros for flow at sigma 1). ``self.result`` holds the core's
+    ``Inversion`` after a run. ``sampler_function`` is a k-diffusion style function (for code that inspects it);
+    ComfyUI calls :meth:`sample`.
+    """
+
+    def __init__(self, make_solver: Callable, step_kind: str = "euler", eta: float = 1.0, s_noise: float = 1.0,
+                 noise_seed: int = 0, correction: str = "exact", progress: Optional[HostProgress] = None,
+                 node: str = "Inversion Sampler"):
+        super().__init__(self._sampler_function)
+        self.make_solver = make_solver
+        self.step_kind, self.eta, self.s_noise = step_kind, float(eta), float(s_noise)
+        self.noise_seed, self.correction = int(noise_seed), correction
+        self.progress, self.node = progress, node
+        self.result = None
+        self.exit_ok = True
+
+    def _run(self, model_wrap, x0: torch.Tensor, sigmas, extra_args: dict, callback, model_sampling):
+        order = sampling_order(self.node, sigmas)
+        monitor = self.progress.monitor() if self.progress is not None else \
+            step_callback_monitor(callback, order.numel() - 1)
+        param = "flow" if isinstance(model_sampling, comfy.model_sampling.CONST) else "ve"
+        extra = {k: v for k, v in extra_args.items() if k != "denoise_mask"}
+
+        def denoise(x, sigma):
+            return model_wrap(x, sigma, **extra)
+
+        with validation.core_errors(self.node):
+            self.result = invert(denoise, x0, order, self.make_solver(), step_kind=self.step_kind,
+                                 parametrization=param, eta=self.eta, s_noise=self.s_noise,
+                                 noise_seed=self.noise_seed, correction=self.correction, monitor=monitor)
+        return self.result
+
+    def _sampler_function(self, model, x, sigmas, extra_args=None, callback=None, disable=None):
+        """k-diffusion contract: ``model`` a KSamplerX0Inpaint (model.inner_model the guider), x at sigmas[0]."""
+        model_sampling = model.inner_model.inner_model.model_sampling
+        k_callback = None
+        if callback is not None:
+            def k_callback(i, denoised, xx, total):
+                callback({"x": xx, "i": i, "sigma": None, "sigma_hat": None, "denoised": denoised})
+        return self._run(model, x, sigmas, extra_args or {}, k_callback, model_sampling).latent
+
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+               disable_pbar=False):
+        model_sampling = model_wrap.inner_model.model_sampling
+        if noise is not None and torch.count_nonzero(noise) > 0:
+            log.warning("%s: the sampler received noise (add_noise on?); an inversion starts from the latent and "
+                        "ignores it", self.node)
+        if denoise_mask is not None:
+            log.warning("%s: the latent's noise_mask is ignored by inversion", self.node)
+        result = self._run(model_wrap, latent_image, sigmas, extra_args, callback, model_sampling)
+        out, self.exit_ok = exit_latent(model_sampling, float(result.sigmas[0]), result.latent)
+        if not self.exit_ok:
+            log.warning("%s: the inverted latent lies at sigma %.4g of a flow model, where a LATENT cannot carry "
+                        "it (the sampler scales its start latent by 1 - sigma = 0): the LATENT output is zeros; use "
+                        "the NOISE output with SamplerCustomAdvanced", self.node, float(result.sigmas[0]))
+        return out
+
+
+class ReplayNoiseSampler:
+    """k-diffusion ``noise_sampler(sigma, sigma_next)`` returning the stored noise of the matching step."""
+
+    def __init__(self, record: InversionRecord, node: str = "Replay Sampler"):
+        self.record, self.node = record, node
+
+    def __call__(self, sigma, sigma_next):
+        record = self.record
+        device = sigma.device if isinstance(sigma, torch.Tensor) else record.inverted.device
+        if float(sigma) == float(sigma_next):     # a repeated sigma: zero-length step, its noise is scaled by 0
+            return torch.zeros(record.shape, dtype=torch.float32, device=device)
+        try:
+            i = record.noise_index(float(sigma), float(sigma_next))
+        except KeyError:
+            raise validation.NodeInputError(
+                f"{self.node}: the sampler asked for the noise of a step {float(sigma):.5g} -> {float(sigma_next):.5g} "
+                f"that is not a step of the inversion (sigmas {[round(float(s), 5) for s in record.sigmas]}); sample "
+                "with the inversion's own SIGMAS") from None
+        noise = record.noises[i]
+        if noise is None:   # a deterministic step (e.g. eta 0): ComfyUI still draws noise and multiplies it by 0
+            return torch.zeros(record.shape, dtype=torch.float32, device=device)
+        noise = noise.to(device=device, dtype=torch.float32)
+        if record.step_kind == "lcm" and record.noise_scale != 1.0:
+            noise = noise / record.noise_scale   # sample_lcm renoises through noise_scaling, which scales it
+        return noise
+
+
+def replay_sampler(record: InversionRecord, node: str = "Replay Sampler") -> comfy.samplers.KSAMPLER:
+    """ComfyUI's own k-diffusion sampler of the inversion's step kind, replaying its stored noises."""
+    if record.step_kind == "euler":
+        return comfy.samplers.ksampler("euler")
+    replay = ReplayNoiseSampler(record, node)
+    if record.step_kind == "euler_ancestral":
+        return comfy.samplers.ksampler("euler_ancestral",
+                                       {"eta": record.eta, "s_noise": record.s_noise, "noise_sampler": replay})
+    return comfy.samplers.ksampler("lcm", {"noise_sampler": replay})
+
+
+# --------------------------------------------------------------------------------------------------- running
+@dataclasses.dataclass
+class InversionOutputs:
+    latent: dict
+    record: InversionRecord
+    noise: InversionNoise
+    sigmas: torch.Tensor
+
+
+def make_guider(model, positive, negative, cfg: float) -> comfy.samplers.CFGGuider:
+    guider = comfy.samplers.CFGGuider(model)
+    guider.set_conds(positive, negative)
+    guider.set_cfg(float(cfg))
+    return guider
+
+
+def run_inversion(node: str, model, positive, negative, latent: dict, cfg: float, sigmas: torch.Tensor,
+                  make_solver: Callable, *, method: str, settings: dict, expected_calls: int,
+                  step_kind: str = "euler", eta: float = 1.0, s_noise: float = 1.0, noise_seed: int = 0,
+                  correction: str = "exact", sampling_model=None, notes=()) -> InversionOutputs:
+    """Invert ``latent`` through ComfyUI's guider; build the four node outputs.
+
+    ``sampling_model`` (default ``model``) is the MODEL the guider runs (RNRI passes an autograd-capable clone);
+    ``model`` is the one the outputs are tied to (fingerprint, NOISE).
+    """
+    samples = validation.latent_samples(node, "latent", latent)
+    samples = comfy.sample.fix_empty_latent_channels(model, samples)
+    validation.latent_for_model(node, "latent", samples, model)
+    validation.conditioning(node, "positive", positive, model, samples.shape[0])
+    validation.conditioning(node, "negative", negative, model, samples.shape[0])
+    cfg = validation.finite(node, "cfg", cfg)
+    run_model = sampling_model if sampling_model is not None else model
+    guider = make_guider(run_model, positive, negative, cfg)
+    progress = HostProgress(model, expected_calls)
+    sampler = InversionSampler(make_solver, step_kind, eta, s_noise, noise_seed, correction, progress, node)
+    noise = torch.zeros(samples.shape, dtype=torch.float32, device="cpu")
+    out = guider.sample(noise, samples, sampler, sigmas, denoise_mask=None, callback=None,
+                        disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=int(noise_seed))
+    result = sampler.result
+    device = comfy.model_management.intermediate_device()
+    out = out.to(device)
+    if not sampler.exit_ok:
+        out = torch.zeros_like(out)
+
+    fingerprint, description = model_fingerprint(model)
+    stats = {
+        "model_calls": int(result.model_calls),
+        "steps": [dataclasses.asdict(s) for s in result.stats],
+        "latent_output_valid": bool(sampler.exit_ok),
+        "notes": list(notes),
+    }
+    record = InversionRecord(
+        sigmas=result.sigmas.to(torch.float32),
+        latents=[t.detach().to(device) for t in result.latents],
+        noises=[None if t is None else t.detach().to(device) for t in result.noises],
+        parametrization=result.parametrization, step_kind=result.step_kind, eta=float(eta), s_noise=float(s_noise),
+        fingerprint=fingerprint, model_description=description, method=method,
+        settings=dict(settings, cfg=float(cfg)), stats=stats, noise_seed=int(noise_seed),
+        noise_scale=float(getattr(model.get_model_object("model_sampling"), "noise_scale", 1.0) or 1.0)
+        if result.parametrization == "flow" else 1.0,
+    )
+    out_latent = {k: v for k, v in latent.items() if k != "noise_mask"}
+    out_latent["samples"] = out
+    if "noise_mask" in latent:
+        log.info("%s: the input latent's noise_mask was dropped from the inverted LATENT", node)
+    return InversionOutputs(out_latent, record, InversionNoise(record, model, node), sigmas.to(torch.float32).cpu())
+
+
+def _finite(value):
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def summary(record: InversionRecord) -> dict:
+    """A JSON-safe digest of an inversion for the node's ui output (shown in the history / executed message):
+    method, step kind, parametrization, steps, model calls, worst per-sample landing residual, fallbacks, notes."""
+    steps = record.stats.get("steps", [])
+    residuals = [_finite(r) for s in steps for r in s["residual"]]
+    residuals = [r for r in residuals if r is not None]
+    return {
+        "method": record.method, "step_kind": record.step_kind, "parametrization": record.parametrization,
+        "steps": record.steps, "batch": record.batch, "model_calls": int(record.stats.get("model_calls", 0)),
+        "max_residual": max(residuals) if residuals else None,
+        "fallback_steps": sum(1 for s in steps if any(s.get("fallback") or [])),
+        "sigma_max": _finite(record.sigmas[0]), "sigma_min": _finite(record.sigmas[-1]),
+        "latent_output_valid": bool(record.stats.get("latent_output_valid", True)),
+        "settings": {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
+                     for k, v in record.settings.items()},
+        "notes": [str(n) for n in record.stats.get("notes", [])],
+    }
+
+
+def sample_back(node: str, model, positive, negative, cfg: float, record: InversionRecord,
+                latent_image: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Sample an INVERSION back with ComfyUI's own sampler of its step kind, replaying its noises: the
+    SamplerCustomAdvanced path (NOISE that starts at x_N; latent_image default: the inverted latent itself)."""
+    if latent_image is None:
+        process_out = model.get_model_object("process_latent_out")
+        source = record.source
+        latent_image = process_out(source.clone()) if torch.count_nonzero(source) > 0 else source
+    latent_image = latent_image.to(torch.float32).cpu()
+    noise = InversionNoise(record, model, node).generate_noise({"samples": latent_image})
+    guider = make_guider(model, positive, negative, cfg)
+    callback = latent_preview.prepare_callback(model, record.steps)
+    out = guider.sample(noise, latent_image, replay_sampler(record, node), record.sigmas.to(torch.float32),
+                        denoise_mask=None, callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
+                        seed=int(record.noise_seed))
+    return finite_output(node, out).to(comfy.model_management.intermediate_device())
+
+
+def finite_output(node: str, samples: torch.Tensor) -> torch.Tensor:
+    """Never hand a NaN latent downstream (VAE Decode would make a black image of it)."""
+    if not torch.isfinite(samples).all():
+        raise validation.NodeInputError(
+            f"{node}: sampling produced NaN/inf (the model returned non-finite values). Try fp32 weights, a lower cfg, "
+            "or check the model and conditioning")
+    return samples
+
+
+# --------------------------------------------------------------------------------------------------- autograd
+def _private_weight(weight: torch.Tensor) -> torch.Tensor:
+    """Weight wrapper: a fresh (non-inference, autograd-savable) copy per forward."""
+    return weight.clone()
+
+
+def autograd_model(model):
+    """(clone, n_wrapped): a MODEL clone whose comfy.ops weights and biases go through :func:`_private_weight`.
+
+    Inside ComfyUI's ``torch.inference_mode()`` the loaded weights are inference tensors that autograd cannot save
+    for backward; the wrappers make every layer use a private copy (host-setup.md 7.2 "W", comfyui-host.md 3.4).
+    Weight wrappers live on the clone only (``ModelPatcher.clone`` copies the patch dicts), so the caller's MODEL is
+    untouched. Newer ComfyUI: a dynamic-VRAM patcher is first swapped for its non-dynamic delegate.
+    """
+    base = model
+    if getattr(base, "is_dynamic", None) is not None and base.is_dynamic():
+        base = base.get_non_dynamic_delegate()
+    clone = base.clone()
+    wrapped = 0
+    for name, module in clone.model.named_modules():
+        if not hasattr(module, "comfy_cast_weights"):
+            continue
+        for kind in ("weight", "bias"):
+            if getattr(module, kind, None) is not None:
+                clone.add_weight_wrapper(f"{name}.{kind}", _private_weight)
+                wrapped += 1
+    return clone, wrapped
+
+
+def is_autograd_failure(error: BaseException) -> bool:
+    """Errors that mean "backward is unavailable here" (inference tensors, kernels without backward)."""
+    text = str(error).lower()
+    keys = ("inference tensor", "does not require grad", "does not have a grad_fn", "derivative for",
+            "not implemented for", "backward", "autograd")
+    return isinstance(error, (RuntimeError, NotImplementedError)) and any(k in text for k in keys)

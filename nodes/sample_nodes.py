@@ -1,0 +1,149 @@
+"""Sampling an inversion back, and the SAMPLER objects for custom-sampling graphs.
+
+* Inverted Sampler: INVERSION (+ same or edited conditioning and cfg) -> LATENT, through ComfyUI's own
+  k-diffusion sampler of the inversion's step kind (``sample_euler``, ``sample_euler_ancestral``, ``sample_lcm``)
+  replaying the stored noises, inside a guider run. Unedited, it returns the inverted latent.
+* Inversion Sampler: a SAMPLER that inverts (for SamplerCustom / FlipSigmas graphs).
+* Replay Sampler: a SAMPLER replaying an INVERSION's noises (for SamplerCustomAdvanced with its NOISE).
+"""
+from __future__ import annotations
+
+import torch
+from comfy_api.latest import io
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import latent_preview
+
+from ..inversion_core.adaptive import AdaptiveInversion
+from ..inversion_core.ddim import DDIMInversion
+from ..inversion_core.easyinv import EasyInv
+from ..inversion_core.renoise import ReNoise
+from . import runtime, validation
+from .invert_nodes import CATEGORY
+from .record import INVERSION
+
+
+class InvertedSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ExactInvInvertedSampler", display_name="Inverted Sampler", category=CATEGORY,
+            description="Samples an inversion back to an image latent: ComfyUI's own sampler of the inversion's "
+                        "kind (euler, or euler_ancestral / lcm replaying the stored noises) from the inverted "
+                        "latent over the inverted schedule. With the inversion's conditioning and cfg it returns "
+                        "the input latent; with an edited conditioning it gives the edit. Without an INVERSION it "
+                        "samples a LATENT (from an invert node's latent output) with euler over SIGMAS.",
+            inputs=[
+                io.Model.Input("model", tooltip="The model the inversion was made with."),
+                io.Conditioning.Input("positive", tooltip="The inversion's conditioning to reproduce, or an edit."),
+                io.Conditioning.Input("negative"),
+                io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="The inversion's cfg reproduces it; other values change the result."),
+                INVERSION.Input("inversion", optional=True, tooltip="From an invert node or Noise Correct."),
+                io.Latent.Input("latent", optional=True,
+                                tooltip="With an inversion: the latent that was inverted (optional; it must have the "
+                                "inversion's shape). Without: an inverted LATENT to sample with euler over sigmas."),
+                io.Sigmas.Input("sigmas", optional=True,
+                                tooltip="Without an inversion: the schedule the latent was inverted with."),
+            ],
+            outputs=[io.Latent.Output(id="sampled_latent", display_name="latent")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, cfg, inversion=None, latent=None, sigmas=None):
+        node = "Inverted Sampler"
+        validation.model(node, "model", model)
+        cfg = validation.finite(node, "cfg", cfg)
+        if inversion is not None:
+            if not isinstance(inversion, runtime.InversionRecord):
+                validation.fail(node, "inversion", f"is a {type(inversion).__name__}, not an INVERSION -- connect "
+                                                   "the inversion output of an invert node")
+            validation.inversion_for_model(node, "inversion", inversion, model)
+            latent_image = None
+            if latent is not None:
+                latent_image = validation.latent_samples(node, "latent", latent)
+                validation.batch_matches(node, "latent", latent_image, inversion)
+            validation.conditioning(node, "positive", positive, model, inversion.batch)
+            validation.conditioning(node, "negative", negative, model, inversion.batch)
+            samples = runtime.sample_back(node, model, positive, negative, cfg, inversion, latent_image)
+            return io.NodeOutput({"samples": samples})
+        if latent is None or sigmas is None:
+            validation.fail(node, "inversion", "is not connected: connect an INVERSION, or a LATENT and SIGMAS")
+        samples = validation.latent_samples(node, "latent", latent)
+        samples = comfy.sample.fix_empty_latent_channels(model, samples)
+        validation.latent_for_model(node, "latent", samples, model)
+        validation.conditioning(node, "positive", positive, model, samples.shape[0])
+        validation.conditioning(node, "negative", negative, model, samples.shape[0])
+        schedule = runtime.schedule(node, model, 1, "simple", 1.0, sigmas)
+        guider = runtime.make_guider(model, positive, negative, cfg)
+        callback = latent_preview.prepare_callback(model, schedule.numel() - 1)
+        out = guider.sample(torch.zeros(samples.shape, dtype=torch.float32), samples,
+                            comfy.samplers.ksampler("euler"), schedule, callback=callback,
+                            disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=0)
+        result = {k: v for k, v in latent.items() if k != "noise_mask"}
+        result["samples"] = runtime.finite_output(node, out).to(comfy.model_management.intermediate_device())
+        return io.NodeOutput(result)
+
+
+SAMPLER_METHODS = {
+    "exact": lambda tol, iters: AdaptiveInversion(tolerance=tol, max_calls=iters),
+    "renoise": lambda tol, iters: ReNoise(iterations=iters),
+    "easyinv": lambda tol, iters: EasyInv.preset("sd1"),
+    "ddim": lambda tol, iters: DDIMInversion("target"),
+}
+
+
+class InversionSamplerNode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ExactInvInversionSampler", display_name="Inversion Sampler", category=CATEGORY,
+            description="A SAMPLER that inverts instead of denoising, for SamplerCustom / SamplerCustomAdvanced with "
+                        "add_noise off: give it the schedule in sampling order (BasicScheduler) or flipped "
+                        "(FlipSigmas). Its output latent is the inverted LATENT (sample it back with SamplerCustom, "
+                        "euler and the unflipped sigmas).",
+            inputs=[
+                io.Combo.Input("method", options=list(SAMPLER_METHODS), default="exact",
+                               tooltip="exact: adaptive exact solver (Exact Invert); renoise: ReNoise with the "
+                               "official averaging, no regularisation; easyinv: the sd1 preset; ddim: plain DDIM."),
+                io.Float.Input("tolerance", default=1e-3, min=1e-7, max=0.5, step=1e-4, round=False,
+                               tooltip="(exact) relative landing error per step."),
+                io.Int.Input("iterations", default=30, min=1, max=1000,
+                             tooltip="(exact) model-call budget per step; (renoise) renoising iterations."),
+            ],
+            outputs=[io.Sampler.Output(id="sampler", display_name="sampler")],
+        )
+
+    @classmethod
+    def execute(cls, method, tolerance, iterations):
+        node = "Inversion Sampler"
+        validation.choice(node, "method", method, SAMPLER_METHODS)
+        factory = SAMPLER_METHODS[method]
+        tol, iters = float(tolerance), int(iterations)
+        return io.NodeOutput(runtime.InversionSampler(lambda: factory(tol, iters), node=node))
+
+
+class ReplaySamplerNode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="ExactInvReplaySampler", display_name="Replay Sampler", category=CATEGORY,
+            description="A SAMPLER that samples like the inverted sampler (euler, euler_ancestral or lcm: ComfyUI's "
+                        "own) while replaying the INVERSION's stored noises. Use with SamplerCustomAdvanced, the "
+                        "invert node's NOISE and SIGMAS and the input latent.",
+            inputs=[INVERSION.Input("inversion")],
+            outputs=[io.Sampler.Output(id="sampler", display_name="sampler")],
+        )
+
+    @classmethod
+    def execute(cls, inversion):
+        node = "Replay Sampler"
+        if not isinstance(inversion, runtime.InversionRecord):
+            validation.fail(node, "inversion", f"is a {type(inversion).__name__}, not an INVERSION")
+        return io.NodeOutput(runtime.replay_sampler(inversion, node))
+
+
+SAMPLE_NODES = [InvertedSampler, InversionSamplerNode, ReplaySamplerNode]
