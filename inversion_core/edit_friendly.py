@@ -8,7 +8,7 @@ stochastic step x_hi -> x_lo land exactly (one model call per step). The latents
 statistics whatever the sampler, which matters for the rectified-flow ancestral step: inverting it with an
 arbitrary noise divides by its signal factor a_lo / a_down < 1 at every step and inflates the latent.
 
-Deterministic steps (the last one, into sigma 0, for Euler-ancestral and LCM) have no noise to absorb an error,
+Deterministic steps (the last one, into sigma 0, for Euler-ancestral and LCM; all of them with eta 0) have no noise to absorb an error,
 so they are delegated to ``exact_solver`` (an ``AdaptiveInversion`` by default).
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ class EditFriendly(StepSolver):
         return torch.stack(draws).to(problem.x0.device)
 
     def solve(self, problem: StepProblem) -> StepSolution:
-        if problem.sigma_lo == 0:
+        if not problem.stochastic:
             return self.exact_solver.solve(problem)
         batch = problem.x0.shape[0]
         x = add_noise(problem.x0, self.noise_for(problem), problem.sigma_hi, problem.parametrization)

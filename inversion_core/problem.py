@@ -86,6 +86,7 @@ class StepProblem:
     x0: torch.Tensor             # the clean latent being inverted (for priors and regulariser references)
     parametrization: str = "ve"
     error_scale: float = 1.0     # forward(x) - x_lo = -error_scale * r(x)
+    stochastic: bool = False     # the step injects noise (its anchor depends on a noise the driver may correct)
     monitor: Monitor = field(default_factory=lambda: SILENT)
 
     def evaluate(self, x: torch.Tensor) -> Evaluation:

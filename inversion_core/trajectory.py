@@ -139,7 +139,8 @@ def invert(
         problem = StepProblem(
             denoiser=den, x_lo=x_lo, anchor=step.anchor(x_lo, noise), delta=step.delta,
             sigma_hi=step.sigma_hi, sigma_lo=step.sigma_lo, index=step.index, inversion_step=k, x0=x0,
-            parametrization=parametrization, error_scale=step.out_scale, monitor=monitor,
+            parametrization=parametrization, error_scale=step.out_scale, stochastic=step.stochastic,
+            monitor=monitor,
         )
         calls_before = den.calls
         solution = solver.solve(problem)

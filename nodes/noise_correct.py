@@ -11,13 +11,14 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..inversion_core.adaptive import AdaptiveInversion
+from ..inversion_core.edit_friendly import EditFriendly
 from ..inversion_core.renoise import ReNoise
 from . import runtime, validation
 from .invert_nodes import CATEGORY, common_inputs, common_outputs, sigmas_input
 
 SAMPLERS = ("euler_ancestral", "lcm")
 CORRECTIONS = ("exact", "damped")
-SOLVERS = ("exact", "renoise")
+SOLVERS = ("exact", "renoise", "edit_friendly")
 
 
 class NoiseCorrect(io.ComfyNode):
@@ -42,8 +43,12 @@ class NoiseCorrect(io.ComfyNode):
                                tooltip="exact: the noise that lands exactly on the latent below (exact "
                                "reconstruction). damped: ReNoise's correction (10 steps of 1.8 towards it), which "
                                "keeps the noise closer to Gaussian."),
-                io.Combo.Input("solver", options=list(SOLVERS), default="exact",
-                               tooltip="exact: adaptive exact solver; renoise: ReNoise fixed point with averaging."),
+                io.Combo.Input("solver", options=list(SOLVERS), default="edit_friendly",
+                               tooltip="edit_friendly (default): every noise level drawn from the forward process "
+                               "(LEDITS++), noises solved exactly, one model call per step, latents keep Gaussian "
+                               "statistics. exact / renoise: solve each step for the seeded noise (the paper's way) "
+                               "with the adaptive solver or ReNoise; solving the ancestral step exactly divides by "
+                               "its contraction, so the inverted latent grows with the number of steps."),
                 io.Int.Input("iterations", default=9, min=0, max=1000,
                              tooltip="renoise: renoising iterations per step; exact: model-call budget per step "
                              "minus one."),
@@ -64,7 +69,11 @@ class NoiseCorrect(io.ComfyNode):
         schedule = runtime.schedule(node, model, steps, scheduler, denoise, sigmas)
         n_steps = schedule.numel() - 1
         iterations = int(iterations)
-        if solver == "exact":
+        if solver == "edit_friendly":
+            def make():
+                return EditFriendly(seed=int(noise_seed), exact_solver=AdaptiveInversion(max_calls=iterations + 1))
+            per_step = 2
+        elif solver == "exact":
             def make():
                 return AdaptiveInversion(max_calls=iterations + 1)
             per_step = min(iterations + 1, 6) + 1

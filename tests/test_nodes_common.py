@@ -32,7 +32,7 @@ NODE_PARAMS = {
     "ExactInvEasyInvInvert": dict(preset="sd1", eta=0.5, start=0.05, length=0.2, order="before"),
     "ExactInvRNRIInvert": dict(variant="newton", iterations=2, prior_weight=0.1),
     "ExactInvNoiseCorrect": dict(sampler_name="euler_ancestral", eta=1.0, s_noise=1.0, noise_seed=0,
-                                 correction="exact", solver="exact", iterations=9),
+                                 correction="exact", solver="edit_friendly", iterations=9),
 }
 
 
