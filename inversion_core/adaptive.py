@@ -1,0 +1,252 @@
+"""Adaptive exact inversion: Anderson-accelerated fixed point on eq. (1), verified, with a ReNoise fallback.
+
+Our own method (beyond the papers), the recommended default when the goal is exact reconstruction. Each step
+solves ``problem``'s eq. (1), x = G(x) = anchor + delta * d(x, sigma_hi), with
+
+* **Anderson acceleration**, type II (Anderson 1965; Walker & Ni 2011, "Anderson acceleration for fixed-point
+  iterations", SIAM J. Numer. Anal. 49(4), eq. (2.2) / Alg. AA): with residuals f_k = G(x_k) - x_k, images
+  g_k = G(x_k) and the last m_k <= m differences dF = [f_{j+1} - f_j], dG = [g_{j+1} - g_j], dX = [x_{j+1} - x_j],
+
+      gamma_k = argmin_gamma ||f_k - dF gamma||^2 + lambda_k ||gamma||^2                        (AA-LS)
+      x_{k+1} = x_k + beta f_k - (dX + beta dF) gamma_k      (= g_k - dG gamma_k for beta = 1)   (AA-step)
+
+  solved PER SAMPLE (each latent its own small m x m system; lambda_k = ``regularization`` * tr(dF^T dF) / m_k,
+  Tikhonov as in Walker & Ni Sec. 5 / Fang & Saad 2009), no damping (beta = 1) by default.
+* **Safeguards**: an extrapolation whose coefficients blow up (||gamma||_1 > ``max_coefficient``, or non-finite) is
+  replaced by the plain fixed-point step x_{k+1} = g_k; a residual that grows past ``restart_growth`` times the
+  best one so far restarts that sample's memory from the best iterate (x_{k+1} = G(x_best)).
+* **Warm start** from the previous step's derivative: x^0 = anchor + delta_k * d(x_lo, sigma_lo), where d(x_lo,
+  sigma_lo) is the derivative the previous step evaluated at its answer (= x_lo). For a deterministic step solved
+  exactly this is x^0 = x_lo + (delta_k / delta_{k-1}) (x_lo - x_lo_prev): the previous increment extrapolated, no
+  model call. The first step (or a step without a usable previous derivative) starts at x_lo, so its first
+  evaluation is DDIM inversion's G(x_lo).
+* **Per-sample stopping**: a sample stops once its true landing error ``problem.relative_error`` (the RMS error with
+  which the forward step from x lands on x_lo, relative to x_lo) is <= ``tolerance``; it is then frozen
+  (``keep_where``) while the batch keeps being evaluated for the others, at most ``max_calls`` model calls per step.
+  Easy steps stop after 2-4 calls, hard ones use the budget.
+* **Verify and fall back**: the answer is always an *evaluated* iterate (the best one per sample), so its landing
+  error is known exactly -- no residual estimate is trusted, the model was called at exactly the returned x (the
+  last call of the budget is that verification), and that evaluation is handed to the driver
+  (``StepSolution.evaluation``) so the noise correction of stochastic samplers needs no extra call. Extrapolating
+  solvers can jump into another basin of the data, where an unverified extrapolation looks converged; a sample
+  whose verified error is still above ``fallback_tolerance`` and which the acceleration did not improve by
+  ``fallback_gain`` over one plain fixed-point step is redone by the ``fallback`` solver (default ReNoise with
+  averaging, Garibi et al. 2024, eq. 5 + Sec. 4.2), whose answer is evaluated too (one call) and kept per sample
+  only where it lands better. (Steps that are merely hard -- few-step inversions often have no exact solution
+  near the data -- show a large but steadily reduced error and are not redone.)
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .problem import Evaluation, StepProblem, StepSolution, StepSolver, keep_where
+from .renoise import ReNoise
+
+
+def merge_evaluations(mask: torch.Tensor, new: Evaluation, old: Evaluation) -> Evaluation:
+    """Per-sample select between two evaluations (samples with mask True take ``new``)."""
+    return Evaluation(*(keep_where(mask, getattr(new, name), getattr(old, name))
+                        for name in ("x", "denoised", "d", "image", "residual")))
+
+
+def anderson_coefficients(residual: torch.Tensor, d_residual: torch.Tensor, valid: torch.Tensor,
+                          regularization: float) -> torch.Tensor:
+    """Per-sample Tikhonov-regularised least squares (AA-LS).
+
+    residual [B, n], d_residual [B, n, m], valid [B, m] (columns outside a sample's memory) -> gamma [B, m].
+    Invalid columns get gamma = 0 exactly (zero column, unit diagonal); the system is solved in float64 and a
+    sample whose system is singular gets NaN coefficients (rejected by the caller).
+    """
+    df = d_residual.to(torch.float64) * valid.unsqueeze(1)
+    f = residual.to(torch.float64)
+    gram = df.transpose(1, 2) @ df                                       # [B, m, m]
+    rhs = (df.transpose(1, 2) @ f.unsqueeze(2)).squeeze(2)               # [B, m]
+    m_valid = valid.sum(dim=1).clamp_min(1)
+    scale = torch.diagonal(gram, dim1=1, dim2=2).sum(dim=1) / m_valid    # tr(dF^T dF) / m_k
+    eps = torch.finfo(torch.float64).eps
+    ridge = max(regularization, eps) * scale + torch.finfo(torch.float64).tiny
+    diag = ridge.unsqueeze(1) * valid + (1.0 - valid)
+    gram = gram + torch.diag_embed(diag)
+    gamma, info = torch.linalg.solve_ex(gram, rhs.unsqueeze(2))
+    gamma = gamma.squeeze(2) * valid
+    # a (numerically) singular system gives NaN coefficients: the caller takes the plain step for that sample
+    return torch.where((info != 0).unsqueeze(1), torch.full_like(gamma, float("nan")), gamma)
+
+
+class AdaptiveInversion(StepSolver):
+    """Anderson-accelerated exact inversion with per-sample stopping and verify-and-fallback (see module doc).
+
+    Args:
+        tolerance: stop a sample once its relative landing error (``StepProblem.relative_error``) is <= this.
+        max_calls: model calls per step for the accelerated iteration, INCLUDING the evaluation at the returned x
+            (the verification); the fallback, when it runs, costs its own calls plus one verification call.
+        memory: Anderson memory m (number of secant pairs; 2-3 works best on diffusion models).
+        damping: beta in (AA-step); 1 = undamped.
+        regularization: Tikhonov weight of (AA-LS), relative to the mean squared column norm.
+        max_coefficient: reject an extrapolation with ||gamma||_1 above this (take the fixed-point step instead).
+        restart_growth: restart a sample's memory from its best iterate when its residual exceeds this multiple of
+            the best residual so far.
+        warm_start: start from anchor + delta * (previous step's derivative) instead of x_lo.
+        fallback: solver to redo poorly converged samples with; "renoise" (default: ReNoise with averaging, its
+            defaults), any ``StepSolver``, or None to disable.
+        fallback_tolerance: relative landing error above which a sample may be redone by the fallback; default
+            ``max(10 * tolerance, 1e-2)``.
+        fallback_gain: ... and only if the accelerated answer is not at least this many times better than the
+            first plain fixed-point iterate G(x^0) (a step that is merely hard, where the acceleration still
+            gained, is not redone); ``float("inf")`` redoes every sample above ``fallback_tolerance``.
+    """
+
+    name = "adaptive"
+
+    def __init__(
+        self,
+        tolerance: float = 1e-3,
+        max_calls: int = 30,
+        memory: int = 3,
+        damping: float = 1.0,
+        regularization: float = 1e-10,
+        max_coefficient: float = 1e3,
+        restart_growth: float = 10.0,
+        warm_start: bool = True,
+        fallback="renoise",
+        fallback_tolerance: Optional[float] = None,
+        fallback_gain: float = 2.0,
+    ):
+        if max_calls < 1:
+            raise ValueError("max_calls must be >= 1")
+        if memory < 0:
+            raise ValueError("memory must be >= 0")
+        if not 0.0 < damping <= 1.0:
+            raise ValueError("damping must be in (0, 1]")
+        self.tolerance = float(tolerance)
+        self.max_calls = int(max_calls)
+        self.memory = int(memory)
+        self.damping = float(damping)
+        self.regularization = float(regularization)
+        self.max_coefficient = float(max_coefficient)
+        self.restart_growth = float(restart_growth)
+        self.warm_start = bool(warm_start)
+        if fallback == "renoise":
+            fallback = ReNoise()
+        self.fallback: Optional[StepSolver] = fallback
+        self.fallback_tolerance = max(10 * self.tolerance, 1e-2) if fallback_tolerance is None \
+            else float(fallback_tolerance)
+        self.fallback_gain = float(fallback_gain)
+        self._previous = None     # (inversion_step, shape, derivative at the previous answer)
+
+    def reset(self) -> None:
+        self._previous = None
+        if self.fallback is not None:
+            self.fallback.reset()
+
+    # -- the accelerated iteration -------------------------------------------------------------------------------
+    def _start(self, problem: StepProblem) -> torch.Tensor:
+        prev = self._previous
+        if (self.warm_start and prev is not None and prev[0] == problem.inversion_step - 1
+                and prev[1] == tuple(problem.x_lo.shape) and problem.sigma_lo > 0):
+            return problem.image_of(prev[2].to(problem.x_lo.dtype))
+        return problem.x_lo
+
+    def _iterate(self, problem: StepProblem):
+        batch = problem.x_lo.shape[0]
+        device = problem.x_lo.device
+        x = self._start(problem)
+        active = torch.ones(batch, dtype=torch.bool, device=device)
+        iterations = torch.zeros(batch, dtype=torch.long, device=device)
+        best_err = torch.full((batch,), float("inf"), dtype=torch.float64, device=device)
+        best: Optional[Evaluation] = None
+        history = []                                   # (dX, dF, dG) flattened [B, n] each, newest last
+        valid = torch.zeros(batch, 0, device=device, dtype=torch.float64)
+        previous = None                                # (x, f, g) flattened of the last evaluated iterate
+        restarts = torch.zeros(batch, dtype=torch.long, device=device)
+        rejected = torch.zeros(batch, dtype=torch.long, device=device)
+        plain_err = None                               # error of the first plain fixed-point image G(x^0)
+        calls = 0
+        while True:
+            problem.monitor.check()
+            ev = problem.evaluate(x)
+            calls += 1
+            err = problem.relative_error(ev.residual).to(torch.float64)
+            if calls <= 2:
+                plain_err = err
+            iterations += active.long()
+            improved = active & (err < best_err)
+            best = ev if best is None else merge_evaluations(improved, ev, best)
+            best_err = torch.where(improved, err, best_err)
+            active = active & (err > self.tolerance)
+            if not bool(active.any()) or calls >= self.max_calls:
+                break
+
+            xf, f, g = x.flatten(1), ev.residual.flatten(1), ev.image.flatten(1)
+            if previous is not None and self.memory > 0:
+                history.append((xf - previous[0], f - previous[1], g - previous[2]))
+                valid = torch.cat([valid, torch.ones(batch, 1, device=device, dtype=valid.dtype)], dim=1)
+                if len(history) > self.memory:
+                    history.pop(0)
+                    valid = valid[:, 1:]
+            previous = (xf, f, g)
+
+            beta = self.damping
+            step = xf + beta * f
+            if history:
+                d_x = torch.stack([h[0] for h in history], dim=2)
+                d_f = torch.stack([h[1] for h in history], dim=2)
+                gamma = anderson_coefficients(f, d_f, valid, self.regularization)
+                correction = ((d_x + beta * d_f) @ gamma.to(d_x.dtype).unsqueeze(2)).squeeze(2)
+                accelerated = step - correction
+                ok = torch.isfinite(gamma).all(dim=1) & (gamma.abs().sum(dim=1) <= self.max_coefficient)
+                ok = ok & torch.isfinite(accelerated).all(dim=1)
+                rejected += (active & ~ok).long()
+                step = torch.where(ok.unsqueeze(1), torch.nan_to_num(accelerated), step)
+            next_x = step.view_as(x)
+
+            # residual growth: restart the sample's memory from its best iterate, x_{k+1} = G(x_best)
+            grown = active & (err > self.restart_growth * best_err)
+            if bool(grown.any()):
+                restarts += grown.long()
+                next_x = keep_where(grown, best.image, next_x)
+                valid = valid * (~grown).unsqueeze(1).to(valid.dtype)
+            x = keep_where(active, next_x, x)
+
+        diagnostics = {"calls": calls, "restarts": restarts, "rejected_extrapolations": rejected,
+                       "plain_error": plain_err}
+        return best, best_err, iterations, diagnostics
+
+    # -- solve -------------------------------------------------------------------------------------------------------
+    def solve(self, problem: StepProblem) -> StepSolution:
+        calls_before = problem.denoiser.calls
+        best, best_err, iterations, diagnostics = self._iterate(problem)
+        batch = best.x.shape[0]
+        tried = torch.zeros(batch, dtype=torch.bool, device=best.x.device)
+        used = tried.clone()
+        per_sample_calls = iterations.clone()
+        if self.fallback is not None:
+            # poor: above the fallback tolerance, and the acceleration did not beat one plain fixed-point step
+            # by ``fallback_gain`` (the signature of an extrapolation that went astray, not of a hard step)
+            tried = (best_err > self.fallback_tolerance) & (best_err * self.fallback_gain > diagnostics["plain_error"])
+            if bool(tried.any()):
+                fallback_start = problem.denoiser.calls
+                solution = self.fallback.solve(problem)
+                ev = solution.evaluation
+                if ev is None or ev.x is not solution.x:
+                    ev = problem.evaluate(solution.x)
+                fallback_err = problem.relative_error(ev.residual).to(torch.float64)
+                used = tried & (fallback_err < best_err)
+                best = merge_evaluations(used, ev, best)
+                best_err = torch.where(used, fallback_err, best_err)
+                per_sample_calls = per_sample_calls + tried.long() * (problem.denoiser.calls - fallback_start)
+        self._previous = (problem.inversion_step, tuple(best.x.shape), best.d.detach())
+        info = {
+            "model_calls": problem.denoiser.calls - calls_before,
+            "calls": per_sample_calls.tolist(),
+            "iterations": iterations.tolist(),
+            "residual": best_err.tolist(),
+            "fallback_tried": tried.tolist(),
+            "fallback_used": used.tolist(),
+            "restarts": diagnostics["restarts"].tolist(),
+            "rejected_extrapolations": diagnostics["rejected_extrapolations"].tolist(),
+        }
+        return StepSolution(x=best.x, iterations=iterations, residual=best_err.to(best.x.dtype).cpu(),
+                            evaluation=best, fallback=used, info=info)
