@@ -277,4 +277,6 @@ NODE_CLASS_MAPPINGS = {
     "InvTestCompare": InvTestCompare,
     "InvTestSaveTensor": InvTestSaveTensor,
 }
+from .learned_nodes import NODE_CLASS_MAPPINGS as _LEARNED_NODES  # noqa: E402  (learned model, eval latents, full UNets)
+NODE_CLASS_MAPPINGS.update(_LEARNED_NODES)
 NODE_DISPLAY_NAME_MAPPINGS = {k: k.replace("InvTest", "InvTest ") for k in NODE_CLASS_MAPPINGS}
