@@ -97,6 +97,8 @@ class InvertNode(io.ComfyNode):
     def execute(cls, model, positive, negative, latent, steps, scheduler, cfg, denoise, sigmas=None, **params):
         node = cls.DISPLAY_NAME
         validation.model(node, "model", model)
+        # JSON NaN passes ComfyUI's min/max check: every FLOAT parameter of the method must be finite
+        params = {k: validation.finite(node, k, v) if isinstance(v, float) else v for k, v in params.items()}
         schedule = runtime.schedule(node, model, steps, scheduler, denoise, sigmas)
         n_steps = schedule.numel() - 1
         make_solver, calls_per_step, settings, notes = cls.solver(model, n_steps, params)

@@ -83,11 +83,20 @@ class InversionRecord:
         self.sigmas = torch.as_tensor(self.sigmas).detach().flatten().cpu()
         self.latents = tuple(self.latents)
         self.noises = tuple(self.noises)
+        self.validate()
+
+    def validate(self) -> "InversionRecord":
+        """Raise ValueError("INVERSION: ...") unless the fields are consistent. Run on construction and again by
+        every node that consumes an INVERSION (another custom node may have handed over a changed record)."""
+        if not isinstance(self.sigmas, torch.Tensor) or self.sigmas.ndim != 1:
+            raise ValueError("INVERSION: sigmas must be a 1-D tensor")
+        if not isinstance(self.latents, (tuple, list)) or not isinstance(self.noises, (tuple, list)):
+            raise ValueError("INVERSION: latents and noises must be sequences")
         n = self.sigmas.numel()
         if n < 2:
             raise ValueError("INVERSION: needs at least one step (two sigmas)")
-        if not (self.sigmas[1:] < self.sigmas[:-1]).all():
-            raise ValueError("INVERSION: sigmas must be strictly decreasing (sampling order)")
+        if not torch.isfinite(self.sigmas).all() or not (self.sigmas[1:] < self.sigmas[:-1]).all():
+            raise ValueError("INVERSION: sigmas must be finite and strictly decreasing (sampling order)")
         if len(self.latents) != n:
             raise ValueError(f"INVERSION: {len(self.latents)} latents for {n} sigmas")
         if len(self.noises) != n - 1:
@@ -96,6 +105,8 @@ class InversionRecord:
             raise ValueError(f"INVERSION: parametrization {self.parametrization!r} not in {PARAMETRIZATIONS}")
         if self.step_kind not in STEP_KINDS:
             raise ValueError(f"INVERSION: step kind {self.step_kind!r} not in {STEP_KINDS}")
+        if not isinstance(self.latents[0], torch.Tensor):
+            raise ValueError(f"INVERSION: latent 0 is a {type(self.latents[0]).__name__}, not a tensor")
         shape = tuple(self.latents[0].shape)
         for j, t in enumerate(self.latents):
             if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape:
@@ -103,14 +114,19 @@ class InversionRecord:
             if not torch.isfinite(t).all():
                 raise ValueError(f"INVERSION: latent {j} (sigma {float(self.sigmas[j]):.4g}) is not finite")
         for i, t in enumerate(self.noises):
-            if t is not None and tuple(t.shape) != shape:
-                raise ValueError(f"INVERSION: noise {i} has shape {tuple(t.shape)}, not {shape}")
+            if t is None:
+                continue
+            if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape:
+                raise ValueError(f"INVERSION: noise {i} has shape {tuple(getattr(t, 'shape', ()))}, not {shape}")
+            if not torch.isfinite(t).all():
+                raise ValueError(f"INVERSION: noise {i} is not finite")
         if not (math.isfinite(self.eta) and math.isfinite(self.s_noise) and math.isfinite(self.noise_scale)
                 and self.noise_scale > 0):
             raise ValueError("INVERSION: eta, s_noise and noise_scale must be finite (noise_scale > 0)")
         for step in make_steps(self.step_kind, self.sigmas, self.parametrization, self.eta, self.s_noise):
             if step.stochastic and self.noises[step.index] is None:
                 raise ValueError(f"INVERSION: step {step.index} of a {self.step_kind} inversion has no stored noise")
+        return self
 
     # -- convenience
     @property

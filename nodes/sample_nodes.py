@@ -58,9 +58,7 @@ class InvertedSampler(io.ComfyNode):
         validation.model(node, "model", model)
         cfg = validation.finite(node, "cfg", cfg)
         if inversion is not None:
-            if not isinstance(inversion, runtime.InversionRecord):
-                validation.fail(node, "inversion", f"is a {type(inversion).__name__}, not an INVERSION -- connect "
-                                                   "the inversion output of an invert node")
+            validation.inversion(node, "inversion", inversion)
             validation.inversion_for_model(node, "inversion", inversion, model)
             latent_image = None
             if latent is not None:
@@ -122,7 +120,7 @@ class InversionSamplerNode(io.ComfyNode):
         node = "Inversion Sampler"
         validation.choice(node, "method", method, SAMPLER_METHODS)
         factory = SAMPLER_METHODS[method]
-        tol, iters = float(tolerance), int(iterations)
+        tol, iters = validation.finite(node, "tolerance", tolerance), int(iterations)
         return io.NodeOutput(runtime.InversionSampler(lambda: factory(tol, iters), node=node))
 
 
@@ -141,8 +139,7 @@ class ReplaySamplerNode(io.ComfyNode):
     @classmethod
     def execute(cls, inversion):
         node = "Replay Sampler"
-        if not isinstance(inversion, runtime.InversionRecord):
-            validation.fail(node, "inversion", f"is a {type(inversion).__name__}, not an INVERSION")
+        validation.inversion(node, "inversion", inversion)
         return io.NodeOutput(runtime.replay_sampler(inversion, node))
 
 

@@ -20,6 +20,9 @@ class NodeInputError(ValueError):
     """Bad input to a node; the message names the node and the input."""
 
 
+CONNECT_LATENT = " -- connect a LATENT output (VAE Encode, Empty Latent Image)"
+
+
 def fail(node: str, name: str, problem: str):
     raise NodeInputError(f"{node}: input '{name}' {problem}")
 
@@ -63,28 +66,30 @@ def conditioning(node: str, name: str, value, model=None, batch=None):
             fail(node, name, f"has width {tensor.shape[-1]} but the model's cross-attention expects {width} -- "
                              "encode the prompt with this model's text encoder (CLIP)")
         if batch is not None and tensor.ndim >= 1 and tensor.shape[0] not in (1, batch):
-            fail(node, name, f"has a batch of {tensor.shape[0]} conditionings for a batch of {batch} latents -- use 1 "
-                             f"(shared by every latent) or {batch} (one per latent); ComfyUI would silently repeat "
-                             "or cut them")
+            fail(node, name, f"has a batch of {tensor.shape[0]} conditionings for a batch of {batch} latent(s) -- "
+                             + ("use a single conditioning" if batch == 1 else
+                                f"use 1 (shared by every latent) or {batch} (one per latent)")
+                             + "; ComfyUI would silently repeat or cut them")
     return value
 
 
 def latent_samples(node: str, name: str, latent) -> torch.Tensor:
     """The ``samples`` tensor of a LATENT dict, checked for type, rank, batch and finiteness."""
     if not isinstance(latent, dict) or "samples" not in latent:
-        fail(node, name, "is not a LATENT (a dict with a 'samples' tensor)")
+        fail(node, name, "is not a LATENT (a dict with a 'samples' tensor)" + CONNECT_LATENT)
     samples = latent["samples"]
     if not isinstance(samples, torch.Tensor):
-        fail(node, name, f"holds {type(samples).__name__}, not a tensor")
+        fail(node, name, f"holds {type(samples).__name__}, not a tensor" + CONNECT_LATENT)
     if getattr(samples, "is_nested", False):
         fail(node, name, "is a nested (multi-part) latent; invert each part separately")
     if samples.ndim < 4:
         fail(node, name, f"has shape {tuple(samples.shape)}; expected [batch, channels, height, width] "
-                         "(or [batch, channels, frames, height, width])")
+                         "(or [batch, channels, frames, height, width])" + CONNECT_LATENT)
     if samples.shape[0] == 0:
-        fail(node, name, "is an empty batch (0 latents)")
+        fail(node, name, "is an empty batch (0 latents) -- give it at least one latent (check the batch, split "
+                         "or filter node before it)")
     if not samples.is_floating_point():
-        fail(node, name, f"has dtype {samples.dtype}; expected a floating point latent")
+        fail(node, name, f"has dtype {samples.dtype}; expected a floating point latent" + CONNECT_LATENT)
     if not torch.isfinite(samples).all():
         bad = int((~torch.isfinite(samples)).sum())
         fail(node, name, f"contains {bad} NaN/inf values; decode or regenerate it (a NaN latent usually "
@@ -103,7 +108,8 @@ def latent_for_model(node: str, name: str, samples: torch.Tensor, model) -> None
     dims = getattr(fmt, "latent_dimensions", 2)
     if samples.ndim != dims + 2:
         fail(node, name, f"has shape {tuple(samples.shape)} but the model expects a {dims}-D latent "
-                         f"({dims + 2} dimensions with batch and channels)")
+                         f"({dims + 2} dimensions with batch and channels) -- use a latent made for this model "
+                         "(its VAE Encode); a video latent needs a video model")
 
 
 def denoise(node: str, value: float) -> float:
@@ -124,7 +130,8 @@ def steps(node: str, value: int) -> int:
 def sigmas(node: str, name: str, values) -> torch.Tensor:
     """A SIGMAS tensor: 1-D, at least two finite non-negative values, strictly monotone (either direction)."""
     if not isinstance(values, torch.Tensor):
-        fail(node, name, f"holds {type(values).__name__}, not a SIGMAS tensor")
+        fail(node, name, f"holds {type(values).__name__}, not a SIGMAS tensor -- connect a scheduler's SIGMAS "
+                         "output (BasicScheduler) or leave it unconnected")
     values = values.detach().flatten().to(torch.float64).cpu()
     if values.numel() < 2:
         fail(node, name, f"has {values.numel()} value(s); a schedule needs at least 2 (one step). A denoise of 0 "
@@ -158,6 +165,22 @@ def inversion_for_model(node: str, name: str, record, model) -> None:
         fail(node, name, f"was made with another model ({record.model_description}); this model is "
                          f"{description}. Sample back with the model the inversion was made with (same "
                          "checkpoint, same ModelSampling patch)")
+
+
+def inversion(node: str, name: str, value):
+    """An INVERSION made by this pack's nodes and still consistent (re-checked: a record is a mutable Python object
+    that another custom node may have changed on its way here)."""
+    from .record import InversionRecord  # local: record imports this module
+
+    if not isinstance(value, InversionRecord):
+        fail(node, name, f"is a {type(value).__name__}, not an INVERSION -- connect the inversion output of an "
+                         "invert node")
+    try:
+        value.validate()
+    except ValueError as error:
+        fail(node, name, f"is inconsistent ({error}); it was changed after the invert node made it -- connect "
+                         "the invert node's inversion output directly")
+    return value
 
 
 def batch_matches(node: str, name: str, samples: torch.Tensor, record, what: str = "latent") -> None:

@@ -35,7 +35,7 @@ _SEEDS = itertools.count(1000)
 def needs_fix(fix: str, *values):
     """A case whose message does not yet say what to do: expected to fail until the node fix ``fix`` (listed in
     the hardening report, with its diff) is applied; then remove the mark (strict: an unexpected pass fails)."""
-    return pytest.param(*values, marks=pytest.mark.xfail(strict=True, reason=f"message needs node fix {fix}"))
+    return pytest.param(*values)
 
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -202,7 +202,6 @@ def test_bad_latent_tensors(server, case, tensor, hints):
 
 
 @pytest.mark.server
-@pytest.mark.xfail(strict=True, reason="message needs node fix F2")
 def test_video_latent_into_an_image_model(server):
     """A 5-D [B, C, T, H, W] latent (a video model's) into an SD1.5-type model."""
     video = torch.randn(1, 4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -250,7 +249,8 @@ def _inversion_then(g, sample_model_patch=None, latent_batch=None):
 
 @pytest.mark.server
 @pytest.mark.parametrize("case,patch", [
-    ("INVERSION from another model (v-prediction)", ("ModelSamplingDiscrete", {"sampling": "v_prediction", "zsnr": False})),
+    ("INVERSION from another model (v-prediction)",
+     ("ModelSamplingDiscrete", {"sampling": "v_prediction", "zsnr": False})),
     ("INVERSION made with other sigmas (zero-terminal-SNR schedule)",
      ("ModelSamplingDiscrete", {"sampling": "eps", "zsnr": True})),
     ("INVERSION from another model (flow)", ("ModelSamplingSD3", {"shift": 3.0})),
@@ -321,6 +321,41 @@ def test_nan_cfg_from_a_hand_edited_workflow(server):
     """JSON NaN passes ComfyUI's min/max check (NaN < 0 and NaN > 100 are both false)."""
     g, inv = _invert_graph("ExactInvExactInvert", cfg=float("nan"))
     _node_error(server, g, inv, "Exact Invert", "cfg", ["must be a finite number"], case="cfg NaN (hand-edited JSON)")
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("case,node_id,params,name", [
+    needs_fix("F4", "tolerance NaN", "ExactInvExactInvert", {"tolerance": float("nan")}, "tolerance"),
+    needs_fix("F4", "lambda_pair NaN", "ExactInvReNoiseInvert", {"lambda_pair": float("nan")}, "lambda_pair"),
+    needs_fix("F4", "EasyInv start NaN", "ExactInvEasyInvInvert", {"preset": "custom", "start": float("nan")},
+              "start"),
+    needs_fix("F4", "EasyInv eta NaN", "ExactInvEasyInvInvert", {"preset": "custom", "eta": float("nan")}, "eta"),
+    needs_fix("F4", "prior_weight NaN", "ExactInvRNRIInvert", {"variant": "released", "prior_weight": float("nan")},
+              "prior_weight"),
+    ("Noise Correct eta NaN", "ExactInvNoiseCorrect", {"eta": float("nan")}, "eta"),
+])
+def test_nan_method_parameter_from_a_hand_edited_workflow(server, case, node_id, params, name):
+    """Without a check a NaN tolerance / regulariser weight / window silently changes the result (measured: Exact
+    Invert at tolerance NaN 21 dB instead of ~50), EasyInv's eta NaN raises a bare core ValueError, RNRI's prior
+    weight NaN is reported as the model returning NaN."""
+    g, inv = _invert_graph(node_id, **params)
+    display = {"ExactInvExactInvert": "Exact Invert", "ExactInvReNoiseInvert": "ReNoise Invert",
+               "ExactInvEasyInvInvert": "EasyInv Invert", "ExactInvRNRIInvert": "RNRI Invert",
+               "ExactInvNoiseCorrect": "Noise Correct"}[node_id]
+    _node_error(server, g, inv, display, name, ["is nan; it must be a finite number"],
+                case=f"{case} (hand-edited JSON)")
+
+
+@pytest.mark.server
+def test_nan_tolerance_of_the_inversion_sampler(server):
+    g = ch.Graph()
+    m, pos, lat = c.model(g), c.cond(g), c.latent(g)
+    sampler = g.node("ExactInvInversionSampler", method="exact", tolerance=float("nan"), iterations=4)
+    sched = g.node("BasicScheduler", model=m, scheduler="simple", steps=3, denoise=1.0)
+    out = c.sampler_custom(g, m, pos, pos, lat, sched, sampler=sampler)
+    g.node("InvTestSaveTensor", latent=out.out(0), name="nan_tolerance")
+    _node_error(server, g, sampler, "Inversion Sampler", "tolerance", ["is nan; it must be a finite number"],
+                case="Inversion Sampler tolerance NaN (hand-edited JSON)")
 
 
 # --------------------------------------------------------------------------------------------------- conditioning

@@ -7,12 +7,12 @@ latents, solver state, autograd graphs.
 
 Statistic: the RSS is sampled every 50 ms while the queue drains. Without a leak it wanders by +-15 MiB (transient
 tensors, allocator caches) but its floor does not move: over 6 x 100 prompts the minimum stayed at 513-524 MiB
-(development machine). So, after 20 warm-up prompts, the growth is floor(last 20 of the 100 prompts) - floor(first
-20), and must stay below ``GROWTH_BOUND_MB`` = 30 MiB. The prompts invert 128x128 latents (4 x 128 x 128 float32 = 256 KiB, above glibc's
-mmap threshold, so a freed latent leaves the RSS at once): keeping an INVERSION per prompt (3 latents, 0.75 MiB)
-would add 60 MiB between the two windows (80 prompts apart); the bound catches any per-prompt retention above
-~0.4 MiB. The measured numbers
-are printed (``LOAD |`` lines). Interrupted runs: checked exactly in-process (no tensor of the run survives it).
+(development machine). So, after 20 warm-up prompts, the growth is floor(last 20 of the 100 prompts) -
+floor(first 20), and must stay below ``GROWTH_BOUND_MB`` = 30 MiB. The prompts invert 128x128 latents
+(4 x 128 x 128 float32 = 256 KiB, above glibc's mmap threshold, so a freed latent leaves the RSS at once): keeping an
+INVERSION per prompt (3 latents, 0.75 MiB) would add 60 MiB between the two windows (80 prompts apart); the bound
+catches any per-prompt retention above ~0.4 MiB. The measured numbers are printed (``LOAD |`` lines).
+Interrupted runs are checked exactly, in-process: no tensor of an interrupted run survives it.
 """
 from __future__ import annotations
 

@@ -517,59 +517,103 @@ def test_interrupt_mid_inversion(server, narrow_before, node_id):
         assert torch.equal(a, b), "the MODEL changed"
 
 
-class _CallCounter(_FaultyModel):
-    """Test-only node: MODEL -> a clone that counts its network calls made while ``flag["on"]``."""
+class _InterruptProbe:
+    """Shared state of the interrupt probes: calls seen, whether the interrupt flag is up, calls made after it."""
 
-    flag = {"on": False}
-    calls_after_flag = 0
+    def __init__(self, at_call: int | None):
+        self.at_call, self.calls, self.flagged, self.calls_after = at_call, 0, False, 0
 
-    def wrap(self, model, after, value):
-        cls = type(self)
+    def __deepcopy__(self, memo):          # ModelPatcher.clone deep-copies model_options: keep one probe
+        return self
+
+    def raise_flag(self):
+        import comfy.model_management as mm
+
+        self.flagged = True
+        mm.interrupt_current_processing(True)
+
+    def __call__(self, apply_model, args):
+        if self.flagged:
+            self.calls_after += 1
+        self.calls += 1
+        out = apply_model(args["input"], args["timestep"], **args["c"])
+        if self.calls == self.at_call:
+            self.raise_flag()              # as a user's click arriving during this model call
+        return out
+
+
+class _InterruptAt:
+    """Test-only node (in-process only): MODEL -> a clone whose network calls go through ``probe``."""
+
+    probe = _InterruptProbe(None)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",)}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "wrap"
+    CATEGORY = "testing/exact_inversion"
+
+    def wrap(self, model):
         clone = model.clone()
-
-        class Counting(_NaNAfter):
-            def __call__(self, apply_model, args):
-                if cls.flag["on"]:
-                    cls.calls_after_flag += 1
-                return apply_model(args["input"], args["timestep"], **args["c"])
-
-        clone.set_model_unet_function_wrapper(Counting(10**9, 0.0))
+        clone.set_model_unet_function_wrapper(type(self).probe)
         return (clone,)
 
 
-def test_interrupt_inside_the_regulariser_loop(executor, monkeypatch):
-    """Deterministic: the interrupt flag is raised from inside ReNoise's regulariser (in its 3rd gradient step,
-    between two model calls); the node stops before the regulariser's next gradient and before any model call."""
+def _run_interrupted(executor, g):
     import comfy.model_management as mm
 
-    regularizers = _pack_module("inversion_core.regularizers")
-    counts = {"pair": 0, "after_flag": 0}
-    flagged = {"on": False}
-    original = regularizers.pair_loss
-
-    def pair_loss(*args, **kwargs):
-        counts["pair"] += 1
-        if flagged["on"]:
-            counts["after_flag"] += 1
-        if counts["pair"] == 3:
-            flagged["on"] = True
-            mm.interrupt_current_processing(True)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(regularizers, "pair_loss", pair_loss)
-    monkeypatch.setattr(_CallCounter, "flag", flagged)
-    monkeypatch.setattr(_CallCounter, "calls_after_flag", 0)
-    monkeypatch.setitem(executor.nodes.NODE_CLASS_MAPPINGS, "HardenMeter", _CallCounter)
-    g = ch.Graph()
-    m = g.node("HardenMeter", model=c.model(g), after=1, value="nan")
-    pos, lat = c.cond(g), c.latent(g)
-    inv = c.invert(g, "ExactInvReNoiseInvert", m, pos, pos, lat, 4)
-    g.node("InvTestSaveTensor", latent=inv.out(c.LATENT), name="reg_interrupt")
     try:
         with pytest.raises(ch.PromptInterrupted):
             c.run(executor, g)
     finally:
         mm.interrupt_current_processing(False)
-    assert counts["pair"] >= 3
-    assert counts["after_flag"] == 0, f"the regulariser went on after the interrupt: {counts}"
-    assert _CallCounter.calls_after_flag == 0, "a model call was made after the interrupt"
+
+
+@pytest.mark.parametrize("node_id", list(CHEAP))
+def test_no_model_call_after_the_interrupt(executor, monkeypatch, node_id):
+    """Deterministic: the interrupt arrives during the 3rd model call; the node makes no further model call (RNRI:
+    newton through its autograd clone, on the tiny UNet)."""
+    probe = _InterruptProbe(3)
+    monkeypatch.setattr(_InterruptAt, "probe", probe)
+    monkeypatch.setitem(executor.nodes.NODE_CLASS_MAPPINGS, "HardenInterruptAt", _InterruptAt)
+    g = ch.Graph()
+    if node_id == "ExactInvRNRIInvert":
+        base, pos = tiny_model(g), tiny_cond(g)
+    else:
+        base, pos = c.model(g), c.cond(g)
+    m = g.node("HardenInterruptAt", model=base)
+    inv = c.invert(g, node_id, m, pos, pos, c.latent(g, seed=61), 20, **CHEAP[node_id])
+    g.node("InvTestSaveTensor", latent=inv.out(c.LATENT), name="interrupt_at")
+    _run_interrupted(executor, g)
+    assert probe.calls == 3 and probe.calls_after == 0, vars(probe)
+
+
+def test_interrupt_inside_the_regulariser_loop(executor, monkeypatch):
+    """Deterministic: the interrupt flag is raised from inside ReNoise's regulariser (in its 3rd gradient step,
+    between two model calls); the node stops before the regulariser's next gradient and before any model call."""
+    regularizers = _pack_module("inversion_core.regularizers")
+    probe = _InterruptProbe(None)
+    counts = {"pair": 0, "after_flag": 0}
+    original = regularizers.pair_loss
+
+    def pair_loss(*args, **kwargs):
+        counts["pair"] += 1
+        if probe.flagged:
+            counts["after_flag"] += 1
+        if counts["pair"] == 3:
+            probe.raise_flag()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(regularizers, "pair_loss", pair_loss)
+    monkeypatch.setattr(_InterruptAt, "probe", probe)
+    monkeypatch.setitem(executor.nodes.NODE_CLASS_MAPPINGS, "HardenInterruptAt", _InterruptAt)
+    g = ch.Graph()
+    m = g.node("HardenInterruptAt", model=c.model(g))
+    pos, lat = c.cond(g), c.latent(g)
+    inv = c.invert(g, "ExactInvReNoiseInvert", m, pos, pos, lat, 4)
+    g.node("InvTestSaveTensor", latent=inv.out(c.LATENT), name="reg_interrupt")
+    _run_interrupted(executor, g)
+    assert counts["pair"] == 3, f"the regulariser went on after the interrupt: {counts}"
+    assert counts["after_flag"] == 0 and probe.calls_after == 0, (counts, vars(probe))
