@@ -4,8 +4,8 @@ NODE_LIST is the registration list read by the pack's ``comfy_entrypoint`` (repo
 ``io.ComfyNode`` subclass listed here appears in ComfyUI's ``/object_info`` under its schema ``node_id``.
 
 Modules: ``invert_nodes`` (DDIM / ReNoise / EasyInv / RNRI / Exact Invert), ``noise_correct``, ``sample_nodes``
-(Inverted Sampler, Inversion Sampler, Replay Sampler), ``runtime`` (the ComfyUI glue), ``record`` (the INVERSION
-type), ``validation`` (every input check).
+(Inverted Sampler, Inversion Sampler, Replay Sampler), ``schema`` (the category and ``define_schema`` every node
+shares), ``runtime`` (the ComfyUI glue), ``record`` (the INVERSION type), ``validation`` (every input check).
 """
 from .invert_nodes import INVERT_NODES
 from .noise_correct import NoiseCorrect

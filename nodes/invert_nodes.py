@@ -18,8 +18,7 @@ from ..inversion_core.renoise import FIRST_STEP_RULES, ReNoise
 from ..inversion_core.rnri import RNRI, VARIANTS as RNRI_VARIANTS, GradientUnavailable
 from . import runtime, validation
 from .record import INVERSION
-
-CATEGORY = "inversion"
+from .schema import PackNode
 
 RECONSTRUCT_HINT = ("To get the image back: KSamplerAdvanced with add_noise disable, the same steps, scheduler, cfg and "
                     "conditioning, sampler euler, start 0, end 10000 -- or SamplerCustom with add_noise off, the SIGMAS "
@@ -69,29 +68,33 @@ def common_outputs():
     ]
 
 
-class InvertNode(io.ComfyNode):
-    """Base of the method nodes (not registered). Subclasses set the schema fields and :meth:`solver`."""
-
-    NODE_ID = ""
-    DISPLAY_NAME = ""
-    DESCRIPTION = ""
-    METHOD = ""
+class InversionNode(PackNode):
+    """Schema of every node that inverts (the method nodes, Noise Correct; not registered): the common inputs, the
+    node's own (:meth:`method_inputs`) and the optional SIGMAS; the four common outputs."""
 
     @classmethod
     def method_inputs(cls) -> list:
         return []
 
     @classmethod
+    def schema_inputs(cls):
+        return common_inputs() + cls.method_inputs() + [sigmas_input()]
+
+    @classmethod
+    def schema_outputs(cls):
+        return common_outputs()
+
+
+class InvertNode(InversionNode):
+    """Base of the method nodes (not registered). Subclasses set the schema fields, :meth:`method_inputs` and
+    :meth:`solver`."""
+
+    METHOD = ""
+
+    @classmethod
     def solver(cls, model, steps: int, params: dict):
         """(make_solver, expected model calls per step, settings dict, notes)."""
         raise NotImplementedError
-
-    @classmethod
-    def define_schema(cls):
-        return io.Schema(
-            node_id=cls.NODE_ID, display_name=cls.DISPLAY_NAME, category=CATEGORY, description=cls.DESCRIPTION,
-            inputs=common_inputs() + cls.method_inputs() + [sigmas_input()], outputs=common_outputs(),
-        )
 
     @classmethod
     def execute(cls, model, positive, negative, latent, steps, scheduler, cfg, denoise, sigmas=None, **params):

@@ -14,53 +14,51 @@ from ..inversion_core.adaptive import AdaptiveInversion
 from ..inversion_core.edit_friendly import EditFriendly
 from ..inversion_core.renoise import ReNoise
 from . import runtime, validation
-from .invert_nodes import CATEGORY, common_inputs, common_outputs, sigmas_input
+from .invert_nodes import InversionNode
 
 SAMPLERS = ("euler_ancestral", "lcm")
 CORRECTIONS = ("exact", "damped")
 SOLVERS = ("exact", "renoise", "edit_friendly")
 
 
-class NoiseCorrect(io.ComfyNode):
+class NoiseCorrect(InversionNode):
+    NODE_ID = "ExactInvNoiseCorrect"
+    DISPLAY_NAME = "Noise Correct"
+    DESCRIPTION = ("Inverts a stochastic sampler (euler_ancestral or lcm) and stores the noise of every step, "
+                   "corrected so that replaying it lands exactly on the image: Inverted Sampler (or Replay "
+                   "Sampler + NOISE in SamplerCustomAdvanced) then reproduces the input, and an edited "
+                   "conditioning gives an edit-friendly result.")
+
     @classmethod
-    def define_schema(cls):
-        return io.Schema(
-            node_id="ExactInvNoiseCorrect", display_name="Noise Correct", category=CATEGORY,
-            description="Inverts a stochastic sampler (euler_ancestral or lcm) and stores the noise of every step, "
-                        "corrected so that replaying it lands exactly on the image: Inverted Sampler (or Replay "
-                        "Sampler + NOISE in SamplerCustomAdvanced) then reproduces the input, and an edited "
-                        "conditioning gives an edit-friendly result.",
-            inputs=common_inputs() + [
-                io.Combo.Input("sampler_name", options=list(SAMPLERS), default="euler_ancestral",
-                               tooltip="The stochastic sampler to invert (ComfyUI's own; lcm for LCM/turbo models)."),
-                io.Float.Input("eta", default=1.0, min=0.0, max=100.0, step=0.01, round=False,
-                               tooltip="(euler_ancestral) ancestral eta, as SamplerEulerAncestral."),
-                io.Float.Input("s_noise", default=1.0, min=0.0, max=100.0, step=0.01, round=False,
-                               tooltip="(euler_ancestral) noise scale, as SamplerEulerAncestral."),
-                io.Int.Input("noise_seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
-                             tooltip="Seed of the initial per-step noises before correction."),
-                io.Combo.Input("correction", options=list(CORRECTIONS), default="exact",
-                               tooltip="exact: the noise that lands exactly on the latent below (exact "
-                               "reconstruction). damped: ReNoise's correction (10 steps of 1.8 towards it), which "
-                               "keeps the noise closer to Gaussian."),
-                io.Combo.Input("solver", options=list(SOLVERS), default="edit_friendly",
-                               tooltip="edit_friendly (default): every noise level drawn from the forward process "
-                               "(LEDITS++), noises solved exactly, one model call per step, latents keep Gaussian "
-                               "statistics. exact / renoise: solve each step for the seeded noise (the paper's way) "
-                               "with the adaptive solver or ReNoise; solving the ancestral step exactly divides by "
-                               "its contraction, so the inverted latent grows with the number of steps."),
-                io.Int.Input("iterations", default=9, min=0, max=1000,
-                             tooltip="renoise: renoising iterations per step; exact: model-call budget per step "
-                             "minus one."),
-                sigmas_input(),
-            ],
-            outputs=common_outputs(),
-        )
+    def method_inputs(cls):
+        return [
+            io.Combo.Input("sampler_name", options=list(SAMPLERS), default="euler_ancestral",
+                           tooltip="The stochastic sampler to invert (ComfyUI's own; lcm for LCM/turbo models)."),
+            io.Float.Input("eta", default=1.0, min=0.0, max=100.0, step=0.01, round=False,
+                           tooltip="(euler_ancestral) ancestral eta, as SamplerEulerAncestral."),
+            io.Float.Input("s_noise", default=1.0, min=0.0, max=100.0, step=0.01, round=False,
+                           tooltip="(euler_ancestral) noise scale, as SamplerEulerAncestral."),
+            io.Int.Input("noise_seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
+                         tooltip="Seed of the initial per-step noises before correction."),
+            io.Combo.Input("correction", options=list(CORRECTIONS), default="exact",
+                           tooltip="exact: the noise that lands exactly on the latent below (exact "
+                           "reconstruction). damped: ReNoise's correction (10 steps of 1.8 towards it), which "
+                           "keeps the noise closer to Gaussian."),
+            io.Combo.Input("solver", options=list(SOLVERS), default="edit_friendly",
+                           tooltip="edit_friendly (default): every noise level drawn from the forward process "
+                           "(LEDITS++), noises solved exactly, one model call per step, latents keep Gaussian "
+                           "statistics. exact / renoise: solve each step for the seeded noise (the paper's way) "
+                           "with the adaptive solver or ReNoise; solving the ancestral step exactly divides by "
+                           "its contraction, so the inverted latent grows with the number of steps."),
+            io.Int.Input("iterations", default=9, min=0, max=1000,
+                         tooltip="renoise: renoising iterations per step; exact: model-call budget per step "
+                         "minus one."),
+        ]
 
     @classmethod
     def execute(cls, model, positive, negative, latent, steps, scheduler, cfg, denoise, sampler_name, eta, s_noise,
                 noise_seed, correction, solver, iterations, sigmas=None):
-        node = "Noise Correct"
+        node = cls.DISPLAY_NAME
         validation.model(node, "model", model)
         validation.choice(node, "sampler_name", sampler_name, SAMPLERS)
         eta, s_noise = validation.finite(node, "eta", eta), validation.finite(node, "s_noise", s_noise)

@@ -22,39 +22,42 @@ from ..inversion_core.ddim import DDIMInversion
 from ..inversion_core.easyinv import EasyInv
 from ..inversion_core.renoise import ReNoise
 from . import runtime, validation
-from .invert_nodes import CATEGORY
 from .record import INVERSION
+from .schema import PackNode
 
 
-class InvertedSampler(io.ComfyNode):
+class InvertedSampler(PackNode):
+    NODE_ID = "ExactInvInvertedSampler"
+    DISPLAY_NAME = "Inverted Sampler"
+    DESCRIPTION = ("Samples an inversion back to an image latent: ComfyUI's own sampler of the inversion's kind "
+                   "(euler, or euler_ancestral / lcm replaying the stored noises) from the inverted latent over the "
+                   "inverted schedule. With the inversion's conditioning and cfg it returns the input latent; with "
+                   "an edited conditioning it gives the edit. Without an INVERSION it samples a LATENT (from an "
+                   "invert node's latent output) with euler over SIGMAS.")
+
     @classmethod
-    def define_schema(cls):
-        return io.Schema(
-            node_id="ExactInvInvertedSampler", display_name="Inverted Sampler", category=CATEGORY,
-            description="Samples an inversion back to an image latent: ComfyUI's own sampler of the inversion's "
-                        "kind (euler, or euler_ancestral / lcm replaying the stored noises) from the inverted "
-                        "latent over the inverted schedule. With the inversion's conditioning and cfg it returns "
-                        "the input latent; with an edited conditioning it gives the edit. Without an INVERSION it "
-                        "samples a LATENT (from an invert node's latent output) with euler over SIGMAS.",
-            inputs=[
-                io.Model.Input("model", tooltip="The model the inversion was made with."),
-                io.Conditioning.Input("positive", tooltip="The inversion's conditioning to reproduce, or an edit."),
-                io.Conditioning.Input("negative"),
-                io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01,
-                               tooltip="The inversion's cfg reproduces it; other values change the result."),
-                INVERSION.Input("inversion", optional=True, tooltip="From an invert node or Noise Correct."),
-                io.Latent.Input("latent", optional=True,
-                                tooltip="With an inversion: the latent that was inverted (optional; it must have the "
-                                "inversion's shape). Without: an inverted LATENT to sample with euler over sigmas."),
-                io.Sigmas.Input("sigmas", optional=True,
-                                tooltip="Without an inversion: the schedule the latent was inverted with."),
-            ],
-            outputs=[io.Latent.Output(id="sampled_latent", display_name="latent")],
-        )
+    def schema_inputs(cls):
+        return [
+            io.Model.Input("model", tooltip="The model the inversion was made with."),
+            io.Conditioning.Input("positive", tooltip="The inversion's conditioning to reproduce, or an edit."),
+            io.Conditioning.Input("negative"),
+            io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                           tooltip="The inversion's cfg reproduces it; other values change the result."),
+            INVERSION.Input("inversion", optional=True, tooltip="From an invert node or Noise Correct."),
+            io.Latent.Input("latent", optional=True,
+                            tooltip="With an inversion: the latent that was inverted (optional; it must have the "
+                            "inversion's shape). Without: an inverted LATENT to sample with euler over sigmas."),
+            io.Sigmas.Input("sigmas", optional=True,
+                            tooltip="Without an inversion: the schedule the latent was inverted with."),
+        ]
+
+    @classmethod
+    def schema_outputs(cls):
+        return [io.Latent.Output(id="sampled_latent", display_name="latent")]
 
     @classmethod
     def execute(cls, model, positive, negative, cfg, inversion=None, latent=None, sigmas=None):
-        node = "Inverted Sampler"
+        node = cls.DISPLAY_NAME
         validation.model(node, "model", model)
         cfg = validation.finite(node, "cfg", cfg)
         if inversion is not None:
@@ -94,51 +97,57 @@ SAMPLER_METHODS = {
 }
 
 
-class InversionSamplerNode(io.ComfyNode):
+class InversionSamplerNode(PackNode):
+    NODE_ID = "ExactInvInversionSampler"
+    DISPLAY_NAME = "Inversion Sampler"
+    DESCRIPTION = ("A SAMPLER that inverts instead of denoising, for SamplerCustom / SamplerCustomAdvanced with "
+                   "add_noise off: give it the schedule in sampling order (BasicScheduler) or flipped (FlipSigmas). "
+                   "Its output latent is the inverted LATENT (sample it back with SamplerCustom, euler and the "
+                   "unflipped sigmas).")
+
     @classmethod
-    def define_schema(cls):
-        return io.Schema(
-            node_id="ExactInvInversionSampler", display_name="Inversion Sampler", category=CATEGORY,
-            description="A SAMPLER that inverts instead of denoising, for SamplerCustom / SamplerCustomAdvanced with "
-                        "add_noise off: give it the schedule in sampling order (BasicScheduler) or flipped "
-                        "(FlipSigmas). Its output latent is the inverted LATENT (sample it back with SamplerCustom, "
-                        "euler and the unflipped sigmas).",
-            inputs=[
-                io.Combo.Input("method", options=list(SAMPLER_METHODS), default="exact",
-                               tooltip="exact: adaptive exact solver (Exact Invert); renoise: ReNoise with the "
-                               "official averaging, no regularisation; easyinv: the sd1 preset; ddim: plain DDIM."),
-                io.Float.Input("tolerance", default=1e-3, min=1e-7, max=0.5, step=1e-4, round=False,
-                               tooltip="(exact) relative landing error per step."),
-                io.Int.Input("iterations", default=30, min=1, max=1000,
-                             tooltip="(exact) model-call budget per step; (renoise) renoising iterations."),
-            ],
-            outputs=[io.Sampler.Output(id="sampler", display_name="sampler")],
-        )
+    def schema_inputs(cls):
+        return [
+            io.Combo.Input("method", options=list(SAMPLER_METHODS), default="exact",
+                           tooltip="exact: adaptive exact solver (Exact Invert); renoise: ReNoise with the "
+                           "official averaging, no regularisation; easyinv: the sd1 preset; ddim: plain DDIM."),
+            io.Float.Input("tolerance", default=1e-3, min=1e-7, max=0.5, step=1e-4, round=False,
+                           tooltip="(exact) relative landing error per step."),
+            io.Int.Input("iterations", default=30, min=1, max=1000,
+                         tooltip="(exact) model-call budget per step; (renoise) renoising iterations."),
+        ]
+
+    @classmethod
+    def schema_outputs(cls):
+        return [io.Sampler.Output(id="sampler", display_name="sampler")]
 
     @classmethod
     def execute(cls, method, tolerance, iterations):
-        node = "Inversion Sampler"
+        node = cls.DISPLAY_NAME
         validation.choice(node, "method", method, SAMPLER_METHODS)
         factory = SAMPLER_METHODS[method]
         tol, iters = validation.finite(node, "tolerance", tolerance), int(iterations)
         return io.NodeOutput(runtime.InversionSampler(lambda: factory(tol, iters), node=node))
 
 
-class ReplaySamplerNode(io.ComfyNode):
+class ReplaySamplerNode(PackNode):
+    NODE_ID = "ExactInvReplaySampler"
+    DISPLAY_NAME = "Replay Sampler"
+    DESCRIPTION = ("A SAMPLER that samples like the inverted sampler (euler, euler_ancestral or lcm: ComfyUI's own) "
+                   "while replaying the INVERSION's stored noises. Use with SamplerCustomAdvanced, the invert node's "
+                   "NOISE and SIGMAS and the input latent.")
+
     @classmethod
-    def define_schema(cls):
-        return io.Schema(
-            node_id="ExactInvReplaySampler", display_name="Replay Sampler", category=CATEGORY,
-            description="A SAMPLER that samples like the inverted sampler (euler, euler_ancestral or lcm: ComfyUI's "
-                        "own) while replaying the INVERSION's stored noises. Use with SamplerCustomAdvanced, the "
-                        "invert node's NOISE and SIGMAS and the input latent.",
-            inputs=[INVERSION.Input("inversion")],
-            outputs=[io.Sampler.Output(id="sampler", display_name="sampler")],
-        )
+    def schema_inputs(cls):
+        return [INVERSION.Input("inversion")]
+
+    @classmethod
+    def schema_outputs(cls):
+        return [io.Sampler.Output(id="sampler", display_name="sampler")]
 
     @classmethod
     def execute(cls, inversion):
-        node = "Replay Sampler"
+        node = cls.DISPLAY_NAME
         validation.inversion(node, "inversion", inversion)
         return io.NodeOutput(runtime.replay_sampler(inversion, node))
 

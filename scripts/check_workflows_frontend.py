@@ -111,11 +111,7 @@ def main(argv=None) -> int:
     wf_dir = args.dir
     names = sorted(p.stem for p in wf_dir.glob("*.json"))
     with tempfile.TemporaryDirectory(prefix="wf_frontend_") as tmp:
-        base = Path(tmp)
-        (base / "custom_nodes").mkdir()
-        (base / "custom_nodes" / ch.PACK_LINK_NAME).symlink_to(REPO_ROOT, target_is_directory=True)
-        for sub in ("input", "output", "temp", "user", "models"):
-            (base / sub).mkdir()
+        base = ch.make_base_dir(Path(tmp), support_pack=False)
         (base / "empty_web").symlink_to(args.frontend.resolve(), target_is_directory=True)
         # a first visit opens the templates browser over the graph; mark the tutorial done
         (base / "user" / "default").mkdir(parents=True)

@@ -200,15 +200,80 @@ NOTE_CFG1 = ("**cfg 1.** Invert at cfg 1: it is the most invertible setting and 
              "call instead of two. Sample back with the same cfg to reproduce the image.")
 
 
-def image_to_latent(f: Flow, vae: Ref, size: int) -> Ref:
+def load_image(f: Flow, size: int) -> Ref:
+    """The input image, scaled (and center-cropped) to ``size`` x ``size``."""
     image = f.node("LoadImage", title="Image to invert", image=INPUT_IMAGE)
-    scaled = f.node("ImageScale", image=image, upscale_method="lanczos", width=size, height=size, crop="center")
-    return f.node("VAEEncode", pixels=scaled, vae=vae)
+    return f.node("ImageScale", image=image, upscale_method="lanczos", width=size, height=size, crop="center")
+
+
+def image_to_latent(f: Flow, vae: Ref, size: int) -> Ref:
+    return f.node("VAEEncode", pixels=load_image(f, size), vae=vae)
+
+
+def prompts(f: Flow, clip: Ref, edit: bool = True) -> tuple[Ref, Ref, Ref | None]:
+    """(source, empty negative, edit) prompts; without ``edit`` the source is just "Prompt" and edit is None."""
+    pos = f.node("CLIPTextEncode", title="Source prompt" if edit else "Prompt", note=NOTE_PROMPT, text=SOURCE_PROMPT,
+                 clip=clip)
+    neg = f.node("CLIPTextEncode", title="Negative prompt", text="", clip=clip)
+    return pos, neg, (f.node("CLIPTextEncode", title="Edit prompt", text=EDIT_PROMPT, clip=clip) if edit else None)
+
+
+@dataclass
+class Sources:
+    """What a checkpoint graph starts from: the checkpoint, the encoded image and the prompts."""
+
+    ckpt: Ref
+    latent: Ref
+    pos: Ref
+    neg: Ref
+    edit: Ref | None
+
+    @property
+    def vae(self) -> Ref:
+        return self.ckpt[2]
+
+
+def load_sources(f: Flow, ckpt_name: str, size: int, edit: bool = True) -> Sources:
+    ckpt = f.node("CheckpointLoaderSimple", ckpt_name=ckpt_name)
+    latent = image_to_latent(f, ckpt[2], size)
+    return Sources(ckpt, latent, *prompts(f, ckpt[1], edit))
+
+
+def invert_inputs(model: Ref, positive: Ref, negative: Ref, latent: Ref, steps: int, scheduler: str) -> dict:
+    """The inputs every invert node shares, at cfg 1 and a full inversion (denoise 1)."""
+    return dict(model=model, positive=positive, negative=negative, latent=latent, steps=steps, scheduler=scheduler,
+                cfg=1.0, denoise=1.0)
+
+
+def stock_ksampler(f: Flow, title: str, model: Ref, positive: Ref, negative: Ref, latent_image: Ref, steps: int,
+                   scheduler: str, cfg: float, note: str | None = None) -> Ref:
+    """ComfyUI's KSamplerAdvanced set up to sample an inverted LATENT back: no added noise, euler, all steps."""
+    return f.node("KSamplerAdvanced", title=title, note=note, model=model, add_noise="disable", noise_seed=0,
+                  steps=steps, cfg=cfg, sampler_name="euler", scheduler=scheduler, positive=positive,
+                  negative=negative, latent_image=latent_image, start_at_step=0, end_at_step=10000,
+                  return_with_leftover_noise="disable")
+
+
+def inverted_samplers(f: Flow, s: Sources, inversion: Ref, edit_negative: Ref, edit_cfg: float,
+                      edit_note: str) -> tuple[Ref, Ref]:
+    """Inverted Sampler twice: the reconstruction (source prompts, cfg 1) and the edit (edit prompt)."""
+    recon = f.node("ExactInvInvertedSampler", title="Reconstruction", model=s.ckpt, positive=s.pos, negative=s.neg,
+                   cfg=1.0, inversion=inversion)
+    edited = f.node("ExactInvInvertedSampler", title="Edit", note=edit_note, model=s.ckpt, positive=s.edit,
+                    negative=edit_negative, cfg=edit_cfg, inversion=inversion)
+    return recon, edited
 
 
 def decode_and_save(f: Flow, latent: Ref, vae: Ref, prefix: str, title: str) -> Ref:
     decoded = f.node("VAEDecode", samples=latent, vae=vae)
     return f.node("SaveImage", title=title, images=decoded, filename_prefix=f"exact_inversion/{prefix}")
+
+
+def save_results(f: Flow, vae: Ref, prefix: str, recon: Ref, edited: Ref | None = None) -> None:
+    """Decode and save the reconstruction (``<prefix>_reconstruction``) and the edit, if any (``<prefix>_edit``)."""
+    decode_and_save(f, recon, vae, f"{prefix}_reconstruction", "Reconstruction")
+    if edited is not None:
+        decode_and_save(f, edited, vae, f"{prefix}_edit", "Edit")
 
 
 def sd15_renoise() -> Flow:
@@ -217,11 +282,7 @@ def sd15_renoise() -> Flow:
              "50-step DDIM schedule (`ddim_uniform` + euler = DDIM), then samples it back twice with **Inverted "
              "Sampler**: with the source prompt (reconstruction) and with a new prompt (edit).\n\nModel: "
              f"`{SD15_CKPT}` in `models/checkpoints`. Image: any picture (LoadImage).")
-    ckpt = f.node("CheckpointLoaderSimple", ckpt_name=SD15_CKPT)
-    latent = image_to_latent(f, ckpt[2], 512)
-    pos = f.node("CLIPTextEncode", title="Source prompt", note=NOTE_PROMPT, text=SOURCE_PROMPT, clip=ckpt[1])
-    neg = f.node("CLIPTextEncode", title="Negative prompt", text="", clip=ckpt[1])
-    edit = f.node("CLIPTextEncode", title="Edit prompt", text=EDIT_PROMPT, clip=ckpt[1])
+    s = load_sources(f, SD15_CKPT, 512)
     inv = f.node("ExactInvReNoiseInvert", note=(
         "**ReNoise.** Each of the 50 inverse steps re-noises `iterations` times with the model and averages the "
         "last estimates (`average_start`..`average_end`, here the last two of 3). `regularize` (pair + patch-KL "
@@ -229,17 +290,13 @@ def sd15_renoise() -> Flow:
         "reconstruction accuracy. The official SDXL-Turbo setting is 9 iterations, window 8..10.\n\n"
         "`steps`, `scheduler` and `cfg` must match when sampling back: Inverted Sampler takes them from the "
         "INVERSION."),
-        model=ckpt, positive=pos, negative=neg, latent=latent, steps=50, scheduler="ddim_uniform", cfg=1.0,
-        denoise=1.0, iterations=3, average=True, average_start=2, average_end=4, first_step="first",
+        **invert_inputs(s.ckpt, s.pos, s.neg, s.latent, steps=50, scheduler="ddim_uniform"),
+        iterations=3, average=True, average_start=2, average_end=4, first_step="first",
         regularize=True, lambda_pair=20.0, lambda_kl=0.065, seed=0)
-    recon = f.node("ExactInvInvertedSampler", title="Reconstruction", model=ckpt, positive=pos, negative=neg,
-                   cfg=1.0, inversion=inv[1])
-    edited = f.node("ExactInvInvertedSampler", title="Edit", note=(
+    recon, edited = inverted_samplers(f, s, inv[1], edit_negative=s.pos, edit_cfg=2.0, edit_note=(
         "**Edit.** The same inversion sampled with the edit prompt, the source prompt as negative (as the official "
-        "ReNoise code). Raise `cfg` (1.5-4) for a stronger edit; cfg 1 keeps the layout closest."),
-        model=ckpt, positive=edit, negative=pos, cfg=2.0, inversion=inv[1])
-    decode_and_save(f, recon, ckpt[2], "sd15_renoise_reconstruction", "Reconstruction")
-    decode_and_save(f, edited, ckpt[2], "sd15_renoise_edit", "Edit")
+        "ReNoise code). Raise `cfg` (1.5-4) for a stronger edit; cfg 1 keeps the layout closest."))
+    save_results(f, s.vae, "sd15_renoise", recon, edited)
     return f
 
 
@@ -250,20 +307,16 @@ def sd15_ddim_ksampler() -> Flow:
              "`add_noise` disabled and the same steps / scheduler / cfg, sampler `euler`. Fast, but the "
              "reconstruction drifts at few steps; **Exact Invert** removes the drift.\n\n"
              f"Model: `{SD15_CKPT}`.")
-    ckpt = f.node("CheckpointLoaderSimple", ckpt_name=SD15_CKPT)
-    latent = image_to_latent(f, ckpt[2], 512)
-    pos = f.node("CLIPTextEncode", title="Prompt", note=NOTE_PROMPT, text=SOURCE_PROMPT, clip=ckpt[1])
-    neg = f.node("CLIPTextEncode", title="Negative prompt", text="", clip=ckpt[1])
-    inv = f.node("ExactInvDDIMInvert", note=NOTE_CFG1, model=ckpt, positive=pos, negative=neg, latent=latent,
-                 steps=50, scheduler="ddim_uniform", cfg=1.0, denoise=1.0, convention="target")
-    sampled = f.node("KSamplerAdvanced", title="Sample back (stock)", note=(
+    s = load_sources(f, SD15_CKPT, 512, edit=False)
+    inv = f.node("ExactInvDDIMInvert", note=NOTE_CFG1,
+                 **invert_inputs(s.ckpt, s.pos, s.neg, s.latent, steps=50, scheduler="ddim_uniform"),
+                 convention="target")
+    sampled = stock_ksampler(f, "Sample back (stock)", s.ckpt, s.pos, s.neg, inv[0], steps=50,
+                             scheduler="ddim_uniform", cfg=1.0, note=(
         "**Sampling back with a stock node.** `add_noise` disable, `start_at_step` 0, `end_at_step` 10000, sampler "
         "`euler`, and the inversion's steps, scheduler and cfg. Any other sampler or schedule gives a different "
-        "image."),
-        model=ckpt, add_noise="disable", noise_seed=0, steps=50, cfg=1.0, sampler_name="euler",
-        scheduler="ddim_uniform", positive=pos, negative=neg, latent_image=inv[0], start_at_step=0,
-        end_at_step=10000, return_with_leftover_noise="disable")
-    decode_and_save(f, sampled, ckpt[2], "sd15_ddim_reconstruction", "Reconstruction")
+        "image."))
+    save_results(f, s.vae, "sd15_ddim", sampled)
     return f
 
 
@@ -275,26 +328,18 @@ def sdxl_turbo_renoise() -> Flow:
              "10 x 1.8 rule; `exact`: exactly). **Inverted Sampler** replays the stored noises: with the source "
              "prompt it reconstructs, with a new prompt it edits.\n\n"
              f"Model: `{SDXL_TURBO_CKPT}` in `models/checkpoints`.")
-    ckpt = f.node("CheckpointLoaderSimple", ckpt_name=SDXL_TURBO_CKPT)
-    latent = image_to_latent(f, ckpt[2], 512)
-    pos = f.node("CLIPTextEncode", title="Source prompt", note=NOTE_PROMPT, text=SOURCE_PROMPT, clip=ckpt[1])
-    neg = f.node("CLIPTextEncode", title="Negative prompt", text="", clip=ckpt[1])
-    edit = f.node("CLIPTextEncode", title="Edit prompt", text=EDIT_PROMPT, clip=ckpt[1])
+    s = load_sources(f, SDXL_TURBO_CKPT, 512)
     inv = f.node("ExactInvNoiseCorrect", note=(
         "**Paper settings.** 4 steps, `sgm_uniform` (the turbo 'trailing' timesteps 999/749/499/249), cfg 1, "
         "euler_ancestral eta 1, ReNoise 9 iterations, damped correction, seed 7865 (the official seed). "
         "`correction` exact makes the reconstruction exact at the cost of less Gaussian noise; `solver` exact uses "
         "the adaptive solver instead of ReNoise (fewer model calls)."),
-        model=ckpt, positive=pos, negative=neg, latent=latent, steps=4, scheduler="sgm_uniform", cfg=1.0,
-        denoise=1.0, sampler_name="euler_ancestral", eta=1.0, s_noise=1.0, noise_seed=7865, correction="damped",
+        **invert_inputs(s.ckpt, s.pos, s.neg, s.latent, steps=4, scheduler="sgm_uniform"),
+        sampler_name="euler_ancestral", eta=1.0, s_noise=1.0, noise_seed=7865, correction="damped",
         solver="renoise", iterations=9)
-    recon = f.node("ExactInvInvertedSampler", title="Reconstruction", model=ckpt, positive=pos, negative=neg,
-                   cfg=1.0, inversion=inv[1])
-    edited = f.node("ExactInvInvertedSampler", title="Edit", note=(
-        "**Edit** with the stored noises and the edit prompt. SDXL-Turbo is trained for cfg 1; keep it at 1-1.5."),
-        model=ckpt, positive=edit, negative=neg, cfg=1.0, inversion=inv[1])
-    decode_and_save(f, recon, ckpt[2], "sdxl_turbo_renoise_reconstruction", "Reconstruction")
-    decode_and_save(f, edited, ckpt[2], "sdxl_turbo_renoise_edit", "Edit")
+    recon, edited = inverted_samplers(f, s, inv[1], edit_negative=s.neg, edit_cfg=1.0, edit_note=(
+        "**Edit** with the stored noises and the edit prompt. SDXL-Turbo is trained for cfg 1; keep it at 1-1.5."))
+    save_results(f, s.vae, "sdxl_turbo_renoise", recon, edited)
     return f
 
 
@@ -312,21 +357,19 @@ def lcm_lora() -> Flow:
         "**LCM sampling.** `sampling` lcm is required: it is what the lcm sampler and the inversion of it "
         "assume."), model=lora, sampling="lcm", zsnr=False)
     latent = image_to_latent(f, ckpt[2], 512)
-    pos = f.node("CLIPTextEncode", title="Prompt", note=NOTE_PROMPT, text=SOURCE_PROMPT, clip=ckpt[1])
-    neg = f.node("CLIPTextEncode", title="Negative prompt", text="", clip=ckpt[1])
+    pos, neg, _ = prompts(f, ckpt[1], edit=False)
     inv = f.node("ExactInvNoiseCorrect", note=(
         "**LCM settings.** 4 steps, `sgm_uniform`, cfg 1, sampler `lcm`. `correction` exact + `solver` exact give "
         "an exact reconstruction; `iterations` is the per-step model-call budget minus one."),
-        model=model, positive=pos, negative=neg, latent=latent, steps=4, scheduler="sgm_uniform", cfg=1.0,
-        denoise=1.0, sampler_name="lcm", eta=1.0, s_noise=1.0, noise_seed=0, correction="exact", solver="exact",
-        iterations=9)
+        **invert_inputs(model, pos, neg, latent, steps=4, scheduler="sgm_uniform"),
+        sampler_name="lcm", eta=1.0, s_noise=1.0, noise_seed=0, correction="exact", solver="exact", iterations=9)
     guider = f.node("CFGGuider", model=model, positive=pos, negative=neg, cfg=1.0)
     replay = f.node("ExactInvReplaySampler", inversion=inv[1])
     sampled = f.node("SamplerCustomAdvanced", title="Sample back (stock)", note=(
         "**Stock custom sampling.** NOISE and SIGMAS come from the inversion, `latent_image` is the encoded image "
         "(its shape and, for partial inversions, its content), the sampler replays the stored noises."),
         noise=inv[2], guider=guider, sampler=replay, sigmas=inv[3], latent_image=latent)
-    decode_and_save(f, sampled[0], ckpt[2], "lcm_reconstruction", "Reconstruction")
+    save_results(f, ckpt[2], "lcm", sampled[0])
     return f
 
 
@@ -341,36 +384,25 @@ def easyinv(preset: str) -> Flow:
              "usually closer than plain DDIM. Presets are the official settings (sd1: eta 0.5, window 5%-25%; "
              "sdxl: eta 0.8, window 85%-95%).\n\n"
              f"Model: `{ckpt_name}` in `models/checkpoints`.")
-    ckpt = f.node("CheckpointLoaderSimple", ckpt_name=ckpt_name)
-    latent = image_to_latent(f, ckpt[2], size)
-    pos = f.node("CLIPTextEncode", title="Source prompt", note=NOTE_PROMPT, text=SOURCE_PROMPT, clip=ckpt[1])
-    neg = f.node("CLIPTextEncode", title="Negative prompt", text="", clip=ckpt[1])
-    edit = f.node("CLIPTextEncode", title="Edit prompt", text=EDIT_PROMPT, clip=ckpt[1])
+    s = load_sources(f, ckpt_name, size)
     inv = f.node("ExactInvEasyInvInvert", note=(
         f"**Preset `{preset}`.** `eta`, `start` and `length` are only read with preset `custom`. `order` before is "
         "the official code behind the paper's numbers."),
-        model=ckpt, positive=pos, negative=neg, latent=latent, steps=50, scheduler="ddim_uniform", cfg=1.0,
-        denoise=1.0, preset=preset, eta=0.5 if preset == "sd1" else 0.8, start=0.05 if preset == "sd1" else 0.85,
+        **invert_inputs(s.ckpt, s.pos, s.neg, s.latent, steps=50, scheduler="ddim_uniform"),
+        preset=preset, eta=0.5 if preset == "sd1" else 0.8, start=0.05 if preset == "sd1" else 0.85,
         length=0.2 if preset == "sd1" else 0.1, order="before")
     if preset == "sd1":
-        recon = f.node("KSamplerAdvanced", title="Reconstruction (stock)", note=(
+        recon = stock_ksampler(f, "Reconstruction (stock)", s.ckpt, s.pos, s.neg, inv[0], steps=50,
+                               scheduler="ddim_uniform", cfg=1.0, note=(
             "**Stock hand-off.** The LATENT output goes to KSamplerAdvanced: `add_noise` disable, sampler euler, "
-            "same steps / scheduler / cfg, start 0, end 10000."),
-            model=ckpt, add_noise="disable", noise_seed=0, steps=50, cfg=1.0, sampler_name="euler",
-            scheduler="ddim_uniform", positive=pos, negative=neg, latent_image=inv[0], start_at_step=0,
-            end_at_step=10000, return_with_leftover_noise="disable")
-        edited = f.node("KSamplerAdvanced", title="Edit (stock)", model=ckpt, add_noise="disable", noise_seed=0,
-                        steps=50, cfg=2.0, sampler_name="euler", scheduler="ddim_uniform", positive=edit,
-                        negative=pos, latent_image=inv[0], start_at_step=0, end_at_step=10000,
-                        return_with_leftover_noise="disable")
+            "same steps / scheduler / cfg, start 0, end 10000."))
+        edited = stock_ksampler(f, "Edit (stock)", s.ckpt, s.edit, s.pos, inv[0], steps=50, scheduler="ddim_uniform",
+                                cfg=2.0)
     else:
-        recon = f.node("ExactInvInvertedSampler", title="Reconstruction", model=ckpt, positive=pos, negative=neg,
-                       cfg=1.0, inversion=inv[1])
-        edited = f.node("ExactInvInvertedSampler", title="Edit", note=(
+        recon, edited = inverted_samplers(f, s, inv[1], edit_negative=s.pos, edit_cfg=2.0, edit_note=(
             "**Edit.** Raise `cfg` for a stronger edit (the EasyInv SDXL code inverts and edits at guidance 5; cfg 1 "
-            "reconstructs best)."), model=ckpt, positive=edit, negative=pos, cfg=2.0, inversion=inv[1])
-    decode_and_save(f, recon, ckpt[2], f"{name}_reconstruction", "Reconstruction")
-    decode_and_save(f, edited, ckpt[2], f"{name}_edit", "Edit")
+            "reconstructs best)."))
+    save_results(f, s.vae, name, recon, edited)
     return f
 
 
@@ -380,25 +412,17 @@ def rnri_sdxl_turbo() -> Flow:
              "Newton-Raphson and a Gaussian prior that keeps the latent in distribution: a few model calls per step, "
              "close reconstructions at 4 steps.\n\n"
              f"Model: `{SDXL_TURBO_CKPT}` in `models/checkpoints`.")
-    ckpt = f.node("CheckpointLoaderSimple", ckpt_name=SDXL_TURBO_CKPT)
-    latent = image_to_latent(f, ckpt[2], 512)
-    pos = f.node("CLIPTextEncode", title="Source prompt", note=NOTE_PROMPT, text=SOURCE_PROMPT, clip=ckpt[1])
-    neg = f.node("CLIPTextEncode", title="Negative prompt", text="", clip=ckpt[1])
-    edit = f.node("CLIPTextEncode", title="Edit prompt", text=EDIT_PROMPT, clip=ckpt[1])
+    s = load_sources(f, SDXL_TURBO_CKPT, 512)
     inv = f.node("ExactInvRNRIInvert", note=(
         "**variant.** `newton` differentiates the model (one backward pass per iteration, more memory); where the "
         "model cannot be differentiated (fp8 weights, some attention kernels) it falls back to `released`, the "
         "official Jacobian-free update, and says so in the log. Official: 2 iterations, prior weight 0.1. "
         "`denoise` 0.6 inverts only the last steps, as the official demo."),
-        model=ckpt, positive=pos, negative=neg, latent=latent, steps=4, scheduler="sgm_uniform", cfg=1.0,
-        denoise=1.0, variant="newton", iterations=2, prior_weight=0.1)
-    recon = f.node("ExactInvInvertedSampler", title="Reconstruction", model=ckpt, positive=pos, negative=neg,
-                   cfg=1.0, inversion=inv[1])
-    edited = f.node("ExactInvInvertedSampler", title="Edit", note=(
-        "**Edit.** The official RNRI demo edits at cfg 1.2 with an empty negative prompt."),
-        model=ckpt, positive=edit, negative=neg, cfg=1.2, inversion=inv[1])
-    decode_and_save(f, recon, ckpt[2], "rnri_sdxl_turbo_reconstruction", "Reconstruction")
-    decode_and_save(f, edited, ckpt[2], "rnri_sdxl_turbo_edit", "Edit")
+        **invert_inputs(s.ckpt, s.pos, s.neg, s.latent, steps=4, scheduler="sgm_uniform"),
+        variant="newton", iterations=2, prior_weight=0.1)
+    recon, edited = inverted_samplers(f, s, inv[1], edit_negative=s.neg, edit_cfg=1.2, edit_note=(
+        "**Edit.** The official RNRI demo edits at cfg 1.2 with an empty negative prompt."))
+    save_results(f, s.vae, "rnri_sdxl_turbo", recon, edited)
     return f
 
 
@@ -426,8 +450,8 @@ def flux_exact() -> Flow:
     inv = f.node("ExactInvExactInvert", note=(
         "**Exact Invert** at cfg 1 (Flux dev is guidance-distilled: guidance goes through FluxGuidance, not cfg). "
         "Use its **noise** and **sigmas** outputs, not the LATENT."),
-        model=model, positive=pos_g, negative=pos_g, latent=latent, steps=28, scheduler="simple", cfg=1.0,
-        denoise=1.0, tolerance=0.001, max_calls=30, memory=3, fallback=True)
+        **invert_inputs(model, pos_g, pos_g, latent, steps=28, scheduler="simple"),
+        tolerance=0.001, max_calls=30, memory=3, fallback=True)
     sampler = f.node("KSamplerSelect", title="euler (the inverted sampler)", sampler_name="euler")
     recon_guider = f.node("BasicGuider", model=model, conditioning=pos_g)
     edit_guider = f.node("BasicGuider", model=model, conditioning=edit_g)
@@ -436,8 +460,7 @@ def flux_exact() -> Flow:
     edited = f.node("SamplerCustomAdvanced", title="Edit", note=(
         "**Edit** = the same NOISE and SIGMAS with the edit prompt's guider."),
         noise=inv[2], guider=edit_guider, sampler=sampler, sigmas=inv[3], latent_image=latent)
-    decode_and_save(f, recon[0], vae, "flux_reconstruction", "Reconstruction")
-    decode_and_save(f, edited[0], vae, "flux_edit", "Edit")
+    save_results(f, vae, "flux", recon[0], edited[0])
     return f
 
 
@@ -449,14 +472,13 @@ def exact_one_node() -> Flow:
              "samples it back in one node. The difference image should be black.\n\n"
              f"Model: `{SD15_CKPT}` (any SD1.x/SDXL/SD3/Flux model works the same way).")
     ckpt = f.node("CheckpointLoaderSimple", ckpt_name=SD15_CKPT)
-    image = f.node("LoadImage", title="Image to invert", image=INPUT_IMAGE)
-    scaled = f.node("ImageScale", image=image, upscale_method="lanczos", width=512, height=512, crop="center")
+    scaled = load_image(f, 512)
     latent = f.node("VAEEncode", pixels=scaled, vae=ckpt[2])
     pos = f.node("CLIPTextEncode", title="Prompt", note=NOTE_PROMPT, text="", clip=ckpt[1])
     inv = f.node("ExactInvExactInvert", note=(
         "**tolerance** is the relative landing error allowed per step (1e-3 is invisible; 1e-4 for 'bit-exact' "
         "latents costs a call or two more per step). **max_calls** caps the model calls of one step."),
-        model=ckpt, positive=pos, negative=pos, latent=latent, steps=20, scheduler="normal", cfg=1.0, denoise=1.0,
+        **invert_inputs(ckpt, pos, pos, latent, steps=20, scheduler="normal"),
         tolerance=0.001, max_calls=30, memory=3, fallback=True)
     recon = f.node("ExactInvInvertedSampler", title="Sample back", model=ckpt, positive=pos, negative=pos, cfg=1.0,
                    inversion=inv[1])
@@ -476,22 +498,19 @@ def sd15_inversion_sampler() -> Flow:
              "gives the inverted LATENT; a second SamplerCustom with euler and the same SIGMAS samples it back. Use "
              "it to compose inversion with other custom-sampling nodes.\n\n"
              f"Model: `{SD15_CKPT}`.")
-    ckpt = f.node("CheckpointLoaderSimple", ckpt_name=SD15_CKPT)
-    latent = image_to_latent(f, ckpt[2], 512)
-    pos = f.node("CLIPTextEncode", title="Prompt", note=NOTE_PROMPT, text=SOURCE_PROMPT, clip=ckpt[1])
-    neg = f.node("CLIPTextEncode", title="Negative prompt", text="", clip=ckpt[1])
-    sigmas = f.node("BasicScheduler", model=ckpt, scheduler="normal", steps=20, denoise=1.0)
+    s = load_sources(f, SD15_CKPT, 512, edit=False)
+    sigmas = f.node("BasicScheduler", model=s.ckpt, scheduler="normal", steps=20, denoise=1.0)
     inverter = f.node("ExactInvInversionSampler", note=(
         "**method** exact is Exact Invert's solver; renoise, easyinv and ddim are also available. The sampler "
         "accepts BasicScheduler order or FlipSigmas order."), method="exact", tolerance=0.001, iterations=30)
     inverted = f.node("SamplerCustom", title="Invert", note=(
         "**add_noise off**: an inversion starts from the image itself."),
-        model=ckpt, add_noise=False, noise_seed=0, cfg=1.0, positive=pos, negative=neg, sampler=inverter,
-        sigmas=sigmas, latent_image=latent)
+        model=s.ckpt, add_noise=False, noise_seed=0, cfg=1.0, positive=s.pos, negative=s.neg, sampler=inverter,
+        sigmas=sigmas, latent_image=s.latent)
     euler = f.node("KSamplerSelect", sampler_name="euler")
-    sampled = f.node("SamplerCustom", title="Sample back", model=ckpt, add_noise=False, noise_seed=0, cfg=1.0,
-                     positive=pos, negative=neg, sampler=euler, sigmas=sigmas, latent_image=inverted[0])
-    decode_and_save(f, sampled[0], ckpt[2], "sd15_inversion_sampler_reconstruction", "Reconstruction")
+    sampled = f.node("SamplerCustom", title="Sample back", model=s.ckpt, add_noise=False, noise_seed=0, cfg=1.0,
+                     positive=s.pos, negative=s.neg, sampler=euler, sigmas=sigmas, latent_image=inverted[0])
+    save_results(f, s.vae, "sd15_inversion_sampler", sampled[0])
     return f
 
 
@@ -883,11 +902,7 @@ def _object_info_from_server() -> dict:
     import comfy_harness as ch
 
     with tempfile.TemporaryDirectory(prefix="make_workflows_") as tmp:
-        base = Path(tmp)
-        (base / "custom_nodes").mkdir()
-        (base / "custom_nodes" / ch.PACK_LINK_NAME).symlink_to(REPO_ROOT, target_is_directory=True)
-        for sub in ("input", "output", "temp", "user", "models"):
-            (base / sub).mkdir()
+        base = ch.make_base_dir(Path(tmp), support_pack=False)
         server = ch.ComfyServer(ch.comfyui_dir(), ch.comfyui_python(), base)
         try:
             server.start()

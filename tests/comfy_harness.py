@@ -204,12 +204,13 @@ def freshen(prompt: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- base dirs
-def make_base_dir(base: Path, models_dir: Path | None = None) -> Path:
-    """A ComfyUI --base-directory: custom_nodes/ links to the pack and the support pack, input/output/temp/user,
-    and models/ (a symlink to ``models_dir`` when given)."""
+def make_base_dir(base: Path, models_dir: Path | None = None, support_pack: bool = True) -> Path:
+    """A ComfyUI --base-directory: custom_nodes/ links to the pack and (``support_pack``) the support pack,
+    input/output/temp/user, and models/ (a symlink to ``models_dir`` when given)."""
     base = Path(base)
     (base / "custom_nodes").mkdir(parents=True, exist_ok=True)
-    for link, target in ((PACK_LINK_NAME, REPO_ROOT), (SUPPORT_LINK_NAME, SUPPORT_PACK_DIR)):
+    links = [(PACK_LINK_NAME, REPO_ROOT)] + ([(SUPPORT_LINK_NAME, SUPPORT_PACK_DIR)] if support_pack else [])
+    for link, target in links:
         p = base / "custom_nodes" / link
         if not p.exists():
             p.symlink_to(target, target_is_directory=True)

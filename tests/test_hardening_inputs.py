@@ -273,11 +273,7 @@ def test_inversion_with_another_batch_size(server):
 @pytest.mark.server
 def test_replay_over_other_sigmas(server):
     g = ch.Graph()
-    m, pos, lat = c.model(g), c.cond(g), c.latent(g)
-    inv = c.invert(g, "ExactInvNoiseCorrect", m, pos, pos, lat, 3, iterations=3)
-    other = g.node("BasicScheduler", model=m, scheduler="karras", steps=3, denoise=1.0)
-    replay = g.node("ExactInvReplaySampler", inversion=inv.out(c.INVERSION))
-    out = c.sampler_custom_advanced(g, m, pos, pos, inv.out(c.NOISE), other, lat, sampler=replay)
+    out = c.replay_over_other_sigmas(g, 3, "karras", 3)
     g.node("InvTestSaveTensor", latent=out.out(0), name="bad_replay")
     # the error surfaces in SamplerCustomAdvanced, which runs the replay sampler
     with pytest.raises(ch.PromptExecutionError) as info:

@@ -152,26 +152,16 @@ class _NaNAfter:
         return torch.full_like(out, self.value) if self.calls >= self.after else out
 
 
-class _FaultyModel:
+class _FaultyModel(c.ModelWrapperNode):
     """Test-only node (in-process only): MODEL -> a clone whose network returns NaN/inf from call ``after`` on."""
 
+    EXTRA_INPUTS = {"after": ("INT", {"default": 3, "min": 1, "max": 10000}), "value": (["nan", "inf"],)}
     last = None
 
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"model": ("MODEL",), "after": ("INT", {"default": 3, "min": 1, "max": 10000}),
-                             "value": (["nan", "inf"],)}}
-
-    RETURN_TYPES = ("MODEL",)
-    FUNCTION = "wrap"
-    CATEGORY = "testing/exact_inversion"
-
-    def wrap(self, model, after, value):
-        clone = model.clone()
+    def unet_wrapper(self, after, value):
         wrapper = _NaNAfter(after, float(value))
         type(self).last = wrapper
-        clone.set_model_unet_function_wrapper(wrapper)
-        return (clone,)
+        return wrapper
 
 
 @pytest.mark.parametrize("node_id,value", [(n, "nan") for n in CHEAP] + [("ExactInvExactInvert", "inf")])
@@ -241,28 +231,18 @@ def test_half_precision_network_and_latent_give_float32_results(server, dtype):
     assert torch.isfinite(inv_t).all() and torch.isfinite(back_t).all()
 
 
-class _Bf16Network:
+class _Bf16Network(c.ModelWrapperNode):
     """Test-only node (in-process only): MODEL -> a clone whose network sees its input rounded to bfloat16 and whose
     output is rounded to bfloat16 (8-bit mantissa), as with a bf16 network; ComfyUI then hands the sampler
     ``.float()`` of it. Used on the learned denoiser, which is not built from comfy.ops layers (ModelComputeDtype
     cannot switch it) but, unlike the random UNets, can be inverted."""
 
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"model": ("MODEL",)}}
-
-    RETURN_TYPES = ("MODEL",)
-    FUNCTION = "wrap"
-    CATEGORY = "testing/exact_inversion"
-
-    def wrap(self, model):
+    def unet_wrapper(self):
         def bf16(apply_model, args):
             x = args["input"].to(torch.bfloat16).to(args["input"].dtype)
             return apply_model(x, args["timestep"], **args["c"]).to(torch.bfloat16).float()
 
-        clone = model.clone()
-        clone.set_model_unet_function_wrapper(bf16)
-        return (clone,)
+        return bf16
 
 
 def test_reconstruction_under_a_bf16_network(executor, monkeypatch):
@@ -542,23 +522,13 @@ class _InterruptProbe:
         return out
 
 
-class _InterruptAt:
+class _InterruptAt(c.ModelWrapperNode):
     """Test-only node (in-process only): MODEL -> a clone whose network calls go through ``probe``."""
 
     probe = _InterruptProbe(None)
 
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"model": ("MODEL",)}}
-
-    RETURN_TYPES = ("MODEL",)
-    FUNCTION = "wrap"
-    CATEGORY = "testing/exact_inversion"
-
-    def wrap(self, model):
-        clone = model.clone()
-        clone.set_model_unet_function_wrapper(type(self).probe)
-        return (clone,)
+    def unet_wrapper(self):
+        return type(self).probe
 
 
 def _run_interrupted(executor, g):

@@ -100,6 +100,41 @@ def inverted_sampler(g, m, pos, neg, inversion, cfg=1.0, **more):
     return g.node("ExactInvInvertedSampler", model=m, positive=pos, negative=neg, cfg=cfg, inversion=inversion, **more)
 
 
+def replay_over_other_sigmas(g, steps: int, other_scheduler: str, other_steps: int):
+    """Noise Correct over ``steps``, then its Replay Sampler run by SamplerCustomAdvanced over another schedule
+    (BasicScheduler ``other_scheduler`` x ``other_steps``): a misuse the replay sampler must refuse. Returns the
+    SamplerCustomAdvanced node."""
+    m, pos, lat = model(g), cond(g), latent(g)
+    inv = invert(g, "ExactInvNoiseCorrect", m, pos, pos, lat, steps, iterations=3)
+    other = g.node("BasicScheduler", model=m, scheduler=other_scheduler, steps=other_steps, denoise=1.0)
+    replay = g.node("ExactInvReplaySampler", inversion=inv.out(INVERSION))
+    return sampler_custom_advanced(g, m, pos, pos, inv.out(NOISE), other, lat, sampler=replay)
+
+
+class ModelWrapperNode:
+    """Base of the test-only V1 nodes that wrap a MODEL (in-process only: a test registers one with
+    ``monkeypatch.setitem(executor.nodes.NODE_CLASS_MAPPINGS, ...)``): MODEL (+ ``EXTRA_INPUTS``) -> a clone whose
+    network calls go through :meth:`unet_wrapper` (``set_model_unet_function_wrapper``)."""
+
+    EXTRA_INPUTS: dict = {}
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "wrap"
+    CATEGORY = "testing/exact_inversion"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), **cls.EXTRA_INPUTS}}
+
+    def unet_wrapper(self, **params):
+        """The ``wrapper(apply_model, args)`` for the clone, from the node's extra inputs."""
+        raise NotImplementedError
+
+    def wrap(self, model, **params):
+        clone = model.clone()
+        clone.set_model_unet_function_wrapper(self.unet_wrapper(**params))
+        return (clone,)
+
+
 # Nodes whose outputs may come from ComfyUI's cache across tests (models, conditioning, inputs): re-running them
 # would only reload the same model. Everything else runs afresh in every test.
 CACHEABLE = {"UNETLoader", "CheckpointLoaderSimple", "InvTestAnalyticModel", "InvTestConditioning",

@@ -102,11 +102,7 @@ def test_noise_and_replay_misuse(executor):
     assert "Noise Correct: the NOISE output was fed a latent of shape (1, 4, 16, 16)" in err.exception_message
 
     g = ch.Graph()
-    m, pos, lat = c.model(g), c.cond(g), c.latent(g)
-    inv = c.invert(g, "ExactInvNoiseCorrect", m, pos, pos, lat, 4, iterations=3)
-    other = g.node("BasicScheduler", model=m, scheduler="simple", steps=5, denoise=1.0)
-    replay = g.node("ExactInvReplaySampler", inversion=inv.out(c.INVERSION))
-    wrong_sigmas = c.sampler_custom_advanced(g, m, pos, pos, inv.out(c.NOISE), other, lat, sampler=replay)
+    wrong_sigmas = c.replay_over_other_sigmas(g, 4, "simple", 5)
     g.node("InvTestSaveTensor", latent=wrong_sigmas.out(0), name="err_replay")
     err = _error(executor, g)
     assert "Replay Sampler: the sampler asked for the noise of a step" in err.exception_message

@@ -4,32 +4,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from inversion_core import DDIMInversion, GaussianMixture, invert, sample
+from inversion_core import DDIMInversion, invert, sample
 from inversion_core.easyinv import EASYINV_PRESETS, EasyInv
 from inversion_core.metrics import psnr
 
+from .helpers import karras, mixture_batch, schedule
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def karras(n, sigma_min=0.0292, sigma_max=14.6146, rho=7.0):
-    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
-    s = (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
-    return torch.cat([s, s.new_zeros(1)])
-
-
-def schedule(parametrization, n):
-    return karras(n) if parametrization == "ve" else torch.linspace(1.0, 0, n + 1, dtype=torch.float64)
-
-
-def setup(shape=(4, 8, 8), batch=3, seed=0):
-    gmm = GaussianMixture.random(shape, components=3, seed=seed)
-    return gmm, gmm.sample(batch, torch.Generator().manual_seed(seed + 1))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def blended_steps(solver, n):
@@ -93,7 +74,7 @@ def _official_loop(gmm, x0, parametrization, sigmas, eta, start, length, order):
 @pytest.mark.parametrize("parametrization", ["ve", "flow"])
 @pytest.mark.parametrize("order", ["before", "after"])
 def test_matches_the_official_loop(parametrization, order):
-    gmm, x0 = setup(batch=2)
+    gmm, x0 = mixture_batch(batch=2)
     sigmas = schedule(parametrization, 10)
     settings = dict(eta=0.5, start=0.1, length=0.5)
     inv = invert(gmm.denoiser(parametrization), x0, sigmas, EasyInv(order=order, **settings),
@@ -107,7 +88,7 @@ def test_matches_the_official_loop(parametrization, order):
 
 @pytest.mark.parametrize("order", ["before", "after"])
 def test_eta_one_is_ddim(order):
-    gmm, x0 = setup(batch=2)
+    gmm, x0 = mixture_batch(batch=2)
     for parametrization in ("ve", "flow"):
         sigmas = schedule(parametrization, 8)
         den = gmm.denoiser(parametrization)
@@ -119,7 +100,7 @@ def test_eta_one_is_ddim(order):
 
 @pytest.mark.parametrize("parametrization", ["ve", "flow"])
 def test_reconstruction(parametrization):
-    gmm, x0 = setup()
+    gmm, x0 = mixture_batch()
     den = gmm.denoiser(parametrization)
     sigmas = schedule(parametrization, 10)
     results = {}
@@ -136,7 +117,7 @@ def test_reconstruction(parametrization):
 @pytest.mark.parametrize("parametrization", ["ve", "flow"])
 @pytest.mark.parametrize("correction", ["exact", "damped"])
 def test_stochastic_steps_with_noise_correction(parametrization, correction):
-    gmm, x0 = setup(batch=2)
+    gmm, x0 = mixture_batch(batch=2)
     den = gmm.denoiser(parametrization)
     sigmas = schedule(parametrization, 8)
     values = {}
@@ -158,7 +139,7 @@ def test_stochastic_steps_with_noise_correction(parametrization, correction):
 @pytest.mark.parametrize("shape", [(4, 8, 8), (4, 2, 8, 8), (16, 8, 8)])
 @pytest.mark.parametrize("order", ["before", "after"])
 def test_batch_equals_single_runs_and_reset(shape, order):
-    gmm, x0 = setup(shape, batch=3)
+    gmm, x0 = mixture_batch(shape, batch=3)
     den = gmm.denoiser("ve")
     sigmas = karras(6)
     solver = EasyInv(start=0.0, length=1.0, order=order)

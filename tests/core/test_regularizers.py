@@ -6,13 +6,7 @@ import torch.nn.functional as F
 from inversion_core import Monitor
 from inversion_core.regularizers import NoiseRegularizer, pair_loss, patch_kl_loss
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def white(shape, seed=0, dtype=torch.float32):

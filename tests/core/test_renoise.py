@@ -2,38 +2,18 @@
 import pytest
 import torch
 
-from inversion_core import DDIMInversion, GaussianMixture, Monitor, invert, sample
+from inversion_core import DDIMInversion, Monitor, invert, sample
 from inversion_core.metrics import psnr
 from inversion_core.problem import Denoiser, StepProblem
 from inversion_core.regularizers import NoiseRegularizer
 from inversion_core.renoise import ReNoise
 from inversion_core.spaces import derivative
 
+from .helpers import karras, mixture_batch, schedule
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SIGMA_T250 = {"ve": 0.6958, "flow": 0.25}   # sigma of timestep 250: SD's scaled-linear schedule / linear flow
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is ~30x faster than two on a loaded 2-core machine (OpenMP waits)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def karras(n, sigma_min=0.0292, sigma_max=14.6146, rho=7.0):
-    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
-    s = (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
-    return torch.cat([s, s.new_zeros(1)])
-
-
-def schedule(parametrization, n, flow_max=1.0):
-    return karras(n) if parametrization == "ve" else torch.linspace(flow_max, 0, n + 1, dtype=torch.float64)
-
-
-def setup(shape=(4, 8, 8), batch=3, seed=0, dtype=torch.float64):
-    gmm = GaussianMixture.random(shape, components=3, seed=seed)
-    return gmm, gmm.sample(batch, torch.Generator().manual_seed(seed + 1)).to(dtype)
 
 
 def reconstruct(gmm, x0, parametrization, n, solver, step_kind="euler", correction="exact", flow_max=1.0,
@@ -49,7 +29,7 @@ def reconstruct(gmm, x0, parametrization, n, solver, step_kind="euler", correcti
 
 @pytest.mark.parametrize("parametrization,flow_max", [("ve", None), ("flow", 1.0), ("flow", 0.95)])
 def test_more_iterations_reconstruct_better(parametrization, flow_max):
-    gmm, x0 = setup()
+    gmm, x0 = mixture_batch()
 
     def run(solver):
         return reconstruct(gmm, x0, parametrization, 10, solver, flow_max=flow_max or 1.0)
@@ -66,7 +46,7 @@ def test_more_iterations_reconstruct_better(parametrization, flow_max):
 
 def test_iterations_zero_is_ddim():
     for parametrization in ("ve", "flow"):
-        gmm, x0 = setup(batch=2)
+        gmm, x0 = mixture_batch(batch=2)
         sigmas = schedule(parametrization, 6)
         den = gmm.denoiser(parametrization)
         a = invert(den, x0, sigmas, ReNoise(0, average=False), parametrization=parametrization)
@@ -76,7 +56,7 @@ def test_iterations_zero_is_ddim():
 
 
 def test_first_step_rules_choose_iterations():
-    gmm, x0 = setup(batch=1)
+    gmm, x0 = mixture_batch(batch=1)
     den = gmm.denoiser("ve")
     sigmas = karras(10)
     threshold = SIGMA_T250["ve"]
@@ -92,7 +72,7 @@ def test_first_step_rules_choose_iterations():
 
 def test_first_rule_beats_official_rule():
     """The official rule averages the DDIM iterate into every step below t = 250 (measured: -100 dB here)."""
-    gmm, x0 = setup(batch=2)
+    gmm, x0 = mixture_batch(batch=2)
     first, _ = reconstruct(gmm, x0, "ve", 50, ReNoise(9))
     official, _ = reconstruct(gmm, x0, "ve", 50, ReNoise(9, first_step="official",
                                                          first_step_sigma=SIGMA_T250["ve"]))
@@ -104,7 +84,7 @@ def test_first_rule_beats_official_rule():
 @pytest.mark.parametrize("parametrization", ["ve", "flow"])
 @pytest.mark.parametrize("correction", ["exact", "damped"])
 def test_stochastic_steps_with_noise_correction(parametrization, correction):
-    gmm, x0 = setup(batch=2)
+    gmm, x0 = mixture_batch(batch=2)
     ddim, _ = reconstruct(gmm, x0, parametrization, 8, DDIMInversion(), "euler_ancestral", correction)
     renoise, inv = reconstruct(gmm, x0, parametrization, 8, ReNoise(), "euler_ancestral", correction)
     # every step but the last (to sigma 0, deterministic) is corrected: +1 call there, none on the last
@@ -115,7 +95,7 @@ def test_stochastic_steps_with_noise_correction(parametrization, correction):
 @pytest.mark.parametrize("shape", [(4, 8, 8), (4, 2, 8, 8), (16, 8, 8)])
 @pytest.mark.parametrize("parametrization", ["ve", "flow"])
 def test_batch_equals_single_runs(shape, parametrization):
-    gmm, x0 = setup(shape, batch=3)
+    gmm, x0 = mixture_batch(shape, batch=3)
     den = gmm.denoiser(parametrization)
     sigmas = schedule(parametrization, 4, flow_max=0.95)
 
@@ -133,7 +113,7 @@ def test_batch_equals_single_runs(shape, parametrization):
 
 @pytest.mark.parametrize("parametrization", ["ve", "flow"])
 def test_regularizer_costs_one_reference_call_and_changes_the_noise(parametrization):
-    gmm, x0 = setup(batch=2, dtype=torch.float32)
+    gmm, x0 = mixture_batch(batch=2, dtype=torch.float32)
     plain_psnr, plain = reconstruct(gmm, x0, parametrization, 4, ReNoise())
     reg = NoiseRegularizer()
     reg_psnr, regged = reconstruct(gmm, x0, parametrization, 4, ReNoise(regularizer=reg))
@@ -161,7 +141,7 @@ def _problem(gmm, x0, parametrization, sigma_hi, sigma_lo, x_lo=None):
 
 def test_regularisation_stays_bounded_near_flow_sigma_one():
     """Reg's change of eps is added to d (x0 estimate fixed), not divided by 1 - sigma (x fixed)."""
-    gmm, x0 = setup(batch=2)
+    gmm, x0 = mixture_batch(batch=2)
     for sigma_hi in (0.999, 1.0):
         problem = _problem(gmm, x0, "flow", sigma_hi, 0.8)
         plain = ReNoise().solve(problem)
@@ -175,7 +155,7 @@ def test_regularisation_stays_bounded_near_flow_sigma_one():
 
 
 def test_residual_is_the_last_iterates():
-    gmm, x0 = setup(batch=2)
+    gmm, x0 = mixture_batch(batch=2)
     problem = _problem(gmm, x0, "ve", 2.0, 1.2)
     sol = ReNoise(0, average=False).solve(problem)
     d = derivative(problem.x_lo, gmm.denoiser("ve")(problem.x_lo, torch.full((2,), 2.0, dtype=x0.dtype)), 2.0)
@@ -187,7 +167,7 @@ def test_residual_is_the_last_iterates():
 
 
 def test_weights_on_the_last_iterate_equal_no_averaging():
-    gmm, x0 = setup(batch=2)
+    gmm, x0 = mixture_batch(batch=2)
     problem = _problem(gmm, x0, "flow", 0.6, 0.4)
     a = ReNoise(4, average=False).solve(problem)
     b = ReNoise(4, weights=[0, 0, 0, 0, 1]).solve(problem)
@@ -198,7 +178,7 @@ def test_weights_on_the_last_iterate_equal_no_averaging():
 
 
 def test_runs_under_inference_mode_with_regularizer():
-    gmm, x0 = setup(batch=2, dtype=torch.float32)
+    gmm, x0 = mixture_batch(batch=2, dtype=torch.float32)
     outside = reconstruct(gmm, x0, "ve", 3, ReNoise(3, window=(2, 4), regularizer=NoiseRegularizer(rounds=1)))[1]
     with torch.inference_mode():
         inside = reconstruct(gmm, x0, "ve", 3, ReNoise(3, window=(2, 4), regularizer=NoiseRegularizer(rounds=1)))[1]
@@ -216,7 +196,7 @@ def test_interrupt_inside_the_loops():
         if len(checks) > 40:
             raise Stop
 
-    gmm, x0 = setup(batch=1)
+    gmm, x0 = mixture_batch(batch=1)
     with pytest.raises(Stop):
         reconstruct(gmm, x0, "ve", 4, ReNoise(regularizer=NoiseRegularizer()), monitor=Monitor(check_interrupt=check))
 

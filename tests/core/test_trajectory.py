@@ -10,24 +10,9 @@ from inversion_core import GaussianMixture, DDIMInversion, invert, sample
 from inversion_core.renoise import ReNoise
 from inversion_core.steps import STEP_KINDS, make_steps
 
+from .helpers import flow_sigmas, karras, schedule
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is ~30x faster than two on a loaded 2-core machine (OpenMP waits)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def karras(n, sigma_min=0.0292, sigma_max=14.6146, rho=7.0, final_zero=True):
-    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
-    s = (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
-    return torch.cat([s, s.new_zeros(1)]) if final_zero else s
-
-
-def flow_sigmas(n, sigma_max=1.0, sigma_min=0.0):
-    return torch.linspace(sigma_max, sigma_min, n + 1, dtype=torch.float64)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def rms(t):
@@ -82,7 +67,7 @@ def test_gmm_denoiser_limits():
 @pytest.mark.parametrize("parametrization", ["ve", "flow"])
 @pytest.mark.parametrize("kind", STEP_KINDS)
 def test_steps_implicit_form_and_exact_noise(parametrization, kind):
-    sigmas = karras(6) if parametrization == "ve" else flow_sigmas(6)
+    sigmas = schedule(parametrization, 6)
     g = torch.Generator().manual_seed(0)
     for step in make_steps(kind, sigmas, parametrization):
         x_hi, d, noise = (torch.randn(2, 4, 3, 3, generator=g, dtype=torch.float64) for _ in range(3))
