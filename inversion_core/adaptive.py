@@ -21,9 +21,14 @@ solves ``problem``'s eq. (1), x = G(x) = anchor + delta * d(x, sigma_hi), with
   model call. The first step (or a step without a usable previous derivative) starts at x_lo, so its first
   evaluation is DDIM inversion's G(x_lo).
 * **Per-sample stopping**: a sample stops once its true landing error ``problem.relative_error`` (the RMS error with
-  which the forward step from x lands on x_lo, relative to x_lo) is <= ``tolerance``; it is then frozen
-  (``keep_where``) while the batch keeps being evaluated for the others, at most ``max_calls`` model calls per step.
-  Easy steps stop after 2-4 calls, hard ones use the budget.
+  which the forward step from x lands on x_lo, relative to x_lo) is <= ``tolerance`` times the step's own relative
+  displacement ||G(x) - x_lo|| / ||x_lo|| (capped at 1); it is then frozen (``keep_where``) while the batch keeps
+  being evaluated for the others, at most ``max_calls`` model calls per step. Landing errors add up along the
+  trajectory (the reconstruction error is about their sum, each carried forward by the sampler), so a bound relative
+  to the step's displacement keeps the total at about ``tolerance`` times the trajectory's path length whatever the
+  number of steps N, whereas a bound relative to x_lo alone lets it grow with N (measured on the Gaussian mixture,
+  ve, tolerance 1e-3: 103 dB at N=4 but 61 dB at N=50, where warm-started steps stop after one call).
+  ``step_relative=False`` restores that per-step bound. Easy steps stop after 2-4 calls, hard ones use the budget.
 * **Verify and fall back**: the answer is always an *evaluated* iterate (the best one per sample), so its landing
   error is known exactly -- no residual estimate is trusted, the model was called at exactly the returned x (the
   last call of the budget is that verification), and that evaluation is handed to the driver
@@ -41,7 +46,7 @@ from typing import Optional
 
 import torch
 
-from .problem import Evaluation, StepProblem, StepSolution, StepSolver, keep_where
+from .problem import Evaluation, StepProblem, StepSolution, StepSolver, batch_rms, keep_where
 from .renoise import ReNoise
 
 
@@ -79,7 +84,8 @@ class AdaptiveInversion(StepSolver):
     """Anderson-accelerated exact inversion with per-sample stopping and verify-and-fallback (see module doc).
 
     Args:
-        tolerance: stop a sample once its relative landing error (``StepProblem.relative_error``) is <= this.
+        tolerance: stop a sample once its relative landing error (``StepProblem.relative_error``) is <= this times
+            the step's relative displacement (capped at 1; see ``step_relative``).
         max_calls: model calls per step for the accelerated iteration, INCLUDING the evaluation at the returned x
             (the verification); the fallback, when it runs, costs its own calls plus one verification call.
         memory: Anderson memory m (number of secant pairs; 2-3 works best on diffusion models).
@@ -89,6 +95,9 @@ class AdaptiveInversion(StepSolver):
         restart_growth: restart a sample's memory from its best iterate when its residual exceeds this multiple of
             the best residual so far.
         warm_start: start from anchor + delta * (previous step's derivative) instead of x_lo.
+        step_relative: scale the stopping tolerance by min(1, ||G(x) - x_lo|| / ||x_lo||), the step's own relative
+            displacement, so the reconstruction error stays about the same at any number of steps; False: the
+            tolerance bounds each step's landing error relative to x_lo.
         fallback: solver to redo poorly converged samples with; "renoise" (default: ReNoise with averaging, its
             defaults), any ``StepSolver``, or None to disable.
         fallback_tolerance: relative landing error above which a sample may be redone by the fallback; default
@@ -110,6 +119,7 @@ class AdaptiveInversion(StepSolver):
         max_coefficient: float = 1e3,
         restart_growth: float = 10.0,
         warm_start: bool = True,
+        step_relative: bool = True,
         fallback="renoise",
         fallback_tolerance: Optional[float] = None,
         fallback_gain: float = 2.0,
@@ -128,6 +138,7 @@ class AdaptiveInversion(StepSolver):
         self.max_coefficient = float(max_coefficient)
         self.restart_growth = float(restart_growth)
         self.warm_start = bool(warm_start)
+        self.step_relative = bool(step_relative)
         if fallback == "renoise":
             fallback = ReNoise()
         self.fallback: Optional[StepSolver] = fallback
@@ -148,6 +159,13 @@ class AdaptiveInversion(StepSolver):
                 and prev[1] == tuple(problem.x_lo.shape) and problem.sigma_lo > 0):
             return problem.image_of(prev[2].to(problem.x_lo.dtype))
         return problem.x_lo
+
+    def _threshold(self, problem: StepProblem, ev: Evaluation) -> torch.Tensor:
+        """Per-sample stopping threshold on ``relative_error``: the tolerance, scaled by the step's displacement."""
+        if not self.step_relative:
+            return torch.full((ev.x.shape[0],), self.tolerance, dtype=torch.float64, device=ev.x.device)
+        displacement = batch_rms(ev.image - problem.x_lo) / batch_rms(problem.x_lo).clamp_min(1e-8)
+        return self.tolerance * displacement.to(torch.float64).clamp(max=1.0)
 
     def _iterate(self, problem: StepProblem):
         batch = problem.x_lo.shape[0]
@@ -175,7 +193,7 @@ class AdaptiveInversion(StepSolver):
             improved = active & (err < best_err)
             best = ev if best is None else merge_evaluations(improved, ev, best)
             best_err = torch.where(improved, err, best_err)
-            active = active & (err > self.tolerance)
+            active = active & (err > self._threshold(problem, ev))
             if not bool(active.any()) or calls >= self.max_calls:
                 break
 

@@ -156,7 +156,8 @@ class ExactInvert(InvertNode):
         return [
             io.Float.Input("tolerance", default=1e-3, min=1e-7, max=0.5, step=1e-4, round=False,
                            tooltip="Stop a step once sampling forward from the answer lands on the latent below "
-                           "within this relative RMS error."),
+                           "within this fraction of how far the step moves it (RMS), so the reconstruction error "
+                           "stays about the same at any step count. Lower it for a closer match."),
             io.Int.Input("max_calls", default=30, min=1, max=1000,
                          tooltip="Model-call budget per step (including the verification call)."),
             io.Int.Input("memory", default=3, min=0, max=20,

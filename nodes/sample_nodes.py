@@ -112,7 +112,7 @@ class InversionSamplerNode(PackNode):
                            tooltip="exact: adaptive exact solver (Exact Invert); renoise: ReNoise with the "
                            "official averaging, no regularisation; easyinv: the sd1 preset; ddim: plain DDIM."),
             io.Float.Input("tolerance", default=1e-3, min=1e-7, max=0.5, step=1e-4, round=False,
-                           tooltip="(exact) relative landing error per step."),
+                           tooltip="(exact) landing error per step, relative to how far the step moves the latent."),
             io.Int.Input("iterations", default=30, min=1, max=1000,
                          tooltip="(exact) model-call budget per step; (renoise) renoising iterations."),
         ]

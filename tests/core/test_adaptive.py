@@ -5,6 +5,7 @@ import torch
 from inversion_core import GaussianMixture, Monitor, invert, sample
 from inversion_core.adaptive import AdaptiveInversion, anderson_coefficients
 from inversion_core.ddim import DDIMInversion
+from inversion_core.metrics import psnr
 from inversion_core.problem import Denoiser, StepProblem, StepSolution, StepSolver, batch_rms
 from inversion_core.steps import make_steps
 
@@ -107,6 +108,24 @@ def test_easy_steps_stop_early_hard_ones_use_the_budget():
     calls = [s.model_calls for s in inv.stats]
     assert min(calls) <= 4 and max(calls) <= 30
     assert all(max(s.residual) <= 1e-3 or s.model_calls == 30 for s in inv.stats)
+
+
+def test_step_relative_tolerance_keeps_accuracy_at_many_steps():
+    """Landing errors add up over N steps: a stop relative to each step's displacement keeps the reconstruction as
+    good at N=50 as at N=4, where a stop relative to x_lo alone loses tens of dB (warm starts stop after one call)."""
+    gmm = GaussianMixture.random((4, 16, 16), components=4, seed=0, dtype=torch.float32)
+    x0 = gmm.sample(4, torch.Generator().manual_seed(1)).float()
+    table = torch.cat([torch.logspace(1.165, -1.5, 50, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)])
+
+    def psnr_at(step_relative):
+        solver = AdaptiveInversion(tolerance=1e-3, fallback=None, step_relative=step_relative)
+        inv, rec = reconstruct(gmm, x0, table, solver)
+        return psnr(x0, rec).min().item(), inv.model_calls / 50
+
+    scaled, scaled_calls = psnr_at(True)
+    per_step, per_step_calls = psnr_at(False)
+    assert scaled >= per_step + 10.0 and scaled >= 70.0
+    assert scaled_calls <= 4.0 and per_step_calls < scaled_calls
 
 
 def test_warm_start_saves_calls():
