@@ -196,7 +196,8 @@ def core_errors(node: str, latent_name: str = "latent"):
         yield
     except NonFiniteError as e:
         where = f" at sigma {e.sigma:.4g}" if e.sigma is not None else ""
+        hint = "" if "Exact Invert" in node else ", or the Exact Invert node"
         raise NodeInputError(f"{node}: the inversion produced NaN/inf{where} ({e}). Try more steps, a lower "
-                             "cfg, fp32 weights, or the Exact Invert node") from e
+                             f"cfg, fp32 weights{hint}") from e
     except InversionError as e:
         raise NodeInputError(f"{node}: input '{latent_name}' or the settings are invalid: {e}") from e

@@ -11,6 +11,9 @@ COMFYUI_DIR="$(sed -n 's/^COMFYUI_DIR=//p' <<<"$provision_out" | tail -n1)"
 COMFYUI_PYTHON="$(sed -n 's/^COMFYUI_PYTHON=//p' <<<"$provision_out" | tail -n1)"
 [[ -n "$COMFYUI_DIR" && -n "$COMFYUI_PYTHON" ]] || { echo "test.sh: provisioning printed no host" >&2; exit 1; }
 export COMFYUI_DIR COMFYUI_PYTHON
+# The test models are tiny: one intra-op thread is faster than two and does not thrash on a shared box
+# (measured 60x slower model calls with 2 threads under load). Override by exporting OMP_NUM_THREADS.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 # A missing host must fail the run, not skip it.
 export EXACT_INVERSION_REQUIRE_HOST=1
 
