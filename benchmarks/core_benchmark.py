@@ -12,7 +12,9 @@ inversion calls and the N reconstruction calls are reported separately, backward
 
 Prints markdown tables: the grid (N in {4, 10, 25, 50}), an equal-budget table (100 model calls including the
 reconstruction) and the acceptance table (learned model, N=4: DDIM vs ReNoise K=9 with averaging vs the adaptive
-solver at 10 calls per step and with its residual stop, per-image minima over the eval set).
+solver at 10 calls per step and with its residual stop, per-image minima over the eval set). Every row also prints
+its wall time; the whole run takes about 3 minutes on 2 CPU cores (one torch thread: faster than two for these
+small models and steady on a busy machine). The last full run is kept in ``benchmarks/CORE_RESULTS.md``.
 """
 from __future__ import annotations
 
@@ -196,15 +198,16 @@ def grid(models, parametrizations, step_counts, scheduler):
             print(f"### {model.name}, {param} ({sched}), {model.x0.shape[0]} latents {tuple(model.x0.shape[1:])}\n")
             print("PSNR mean / min over the latents in dB (inversion model calls per step, +b backward passes per "
                   "step); reconstruction costs N more calls.\n")
-            print("| method | " + " | ".join(f"N={n}" for n in step_counts) + " |")
-            print("|---|" + "---|" * len(step_counts))
+            print("| method | " + " | ".join(f"N={n}" for n in step_counts) + " | s |")
+            print("|---|" + "---|" * (len(step_counts) + 1))
             for label, make in METHODS.items():
-                row = []
+                row, seconds = [], 0.0
                 for n in step_counts:
                     r = run(model, param, n, make(), scheduler)
-                    total += r.seconds
+                    seconds += r.seconds
                     row.append(cell(r))
-                print(f"| {label} | " + " | ".join(row) + " |", flush=True)
+                total += seconds
+                print(f"| {label} | " + " | ".join(row) + f" | {seconds:.1f} |", flush=True)
             print()
     return total
 
@@ -228,18 +231,17 @@ def equal_budget(models, parametrizations, scheduler):
     print("### Equal budget: 100 model calls per image including the reconstruction\n")
     header = [f"{m.name.split(' (')[0]}, {p}" for m in models for p in parametrizations]
     print("PSNR mean / min in dB (total calls = inversion + reconstruction).\n")
-    print("| method | " + " | ".join(header) + " |")
-    print("|---|" + "---|" * len(header))
+    print("| method | " + " | ".join(header) + " | s |")
+    print("|---|" + "---|" * (len(header) + 1))
     for label, n, make in EQUAL_BUDGET:
-        row = []
+        row, started = [], time.perf_counter()
         for model in models:
             for param in parametrizations:
                 r = run(model, param, n, make(), scheduler)
                 total += r.seconds
                 row.append(f"{fmt_db(r.psnr.mean().item())} / {fmt_db(r.psnr.min().item())} "
                            f"({r.calls + r.reconstruction})")
-            print_row = " | ".join(row)
-        print(f"| {label} | {print_row} |", flush=True)
+        print(f"| {label} | " + " | ".join(row) + f" | {time.perf_counter() - started:.1f} |", flush=True)
     print()
     return total
 
@@ -261,8 +263,8 @@ def acceptance(model: Model, parametrizations, scheduler, steps=4):
         print("Per-step calls as used (fallback calls included); 'vs ReNoise' = per-image PSNR difference to "
               "ReNoise K=9: mean and minimum over the images, and how many images are worse.\n")
         print("| method | PSNR mean | PSNR min | calls/step | per-step calls | vs ReNoise mean | vs ReNoise min "
-              "| worse images |")
-        print("|---|---|---|---|---|---|---|---|")
+              "| worse images | s |")
+        print("|---|---|---|---|---|---|---|---|---|")
         reference = None
         for label, make in ACCEPTANCE:
             solver = make()
@@ -272,7 +274,8 @@ def acceptance(model: Model, parametrizations, scheduler, steps=4):
             with torch.inference_mode():
                 inv = invert(den, model.x0, sigmas, solver, parametrization=param)
                 rec = sample(den, inv.latent, sigmas, parametrization=param)
-            total += time.perf_counter() - start
+            seconds = time.perf_counter() - start
+            total += seconds
             p = psnr(model.x0, rec)
             if label.startswith("ReNoise"):
                 reference = p
@@ -282,7 +285,7 @@ def acceptance(model: Model, parametrizations, scheduler, steps=4):
                 vs = f"{diff.mean():+.1f} | {diff.min():+.1f} | {int((diff < 0).sum())}/{len(diff)}"
             else:
                 vs = "- | - | -"
-            print(f"| {label} | {p.mean():.1f} | {p.min():.1f} | {inv.model_calls / steps:.1f} | {per_step} | {vs} |",
+            print(f"| {label} | {p.mean():.1f} | {p.min():.1f} | {inv.model_calls / steps:.1f} | {per_step} | {vs} | {seconds:.1f} |",
                   flush=True)
         print()
     return total
@@ -292,7 +295,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="N in {4, 10}, 8 acceptance latents, no equal-budget table")
     parser.add_argument("--scheduler", choices=("normal", "simple"), default="normal", help="ve scheduler")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (1: fastest for these small models, and robust on a busy machine)")
     parser.add_argument("--grid-latents", type=int, default=4,
                         help="learned-model latents in the grid and equal-budget tables (the CPU-time knob)")
     args = parser.parse_args(argv)
