@@ -133,6 +133,8 @@ def test_model_overflow_to_nan_is_an_error_not_a_black_image(server, node_id):
     assert err.node_id == inv.id and err.exception_type.endswith("NodeInputError"), err
     assert err.exception_message.startswith(f"{DISPLAY[node_id]}: the inversion produced NaN/inf at sigma")
     assert "fp32" in err.exception_message
+    # the hint points at Exact Invert, except from Exact Invert itself
+    assert ("Exact Invert node" in err.exception_message) == (DISPLAY[node_id] != "Exact Invert")
     assert not (server.output_dir / f"nan_{node_id}.safetensors").exists()
 
 
