@@ -189,6 +189,18 @@ class InversionNoise:
 
 
 # --------------------------------------------------------------------------------------------------- samplers
+def describe_run(result) -> str:
+    """One log line for an inversion run (a SAMPLER has no ui output): steps, batch, model calls, worst landing
+    error over the steps and samples, fallbacks."""
+    residuals = [float(r) for s in result.stats for r in s.residual]
+    residuals = [r for r in residuals if math.isfinite(r)]
+    worst = f"{max(residuals):.2g}" if residuals else "unknown"
+    fallbacks = sum(1 for s in result.stats if any(s.fallback or []))
+    return (f"inverted {len(result.stats)} steps, batch {result.latent.shape[0]}, {result.model_calls} model calls, "
+            f"worst landing error {worst}, {fallbacks} step(s) with a fallback")
+
+
+
 class InversionSampler(comfy.samplers.KSAMPLER):
     """A SAMPLER that *inverts*: from the (processed-in) latent at the lowest sigma up to the highest one.
 
@@ -224,6 +236,7 @@ class InversionSampler(comfy.samplers.KSAMPLER):
             self.result = invert(denoise, x0, order, self.make_solver(), step_kind=self.step_kind,
                                  parametrization=param, eta=self.eta, s_noise=self.s_noise,
                                  noise_seed=self.noise_seed, correction=self.correction, monitor=monitor)
+        log.info("%s: %s", self.node, describe_run(self.result))
         return self.result
 
     def _sampler_function(self, model, x, sigmas, extra_args=None, callback=None, disable=None):

@@ -20,6 +20,9 @@ PSNR thresholds (InvTestCompare: peak = per-sample max |latent|, latents in exte
 """
 from __future__ import annotations
 
+import logging
+import re
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -243,9 +246,11 @@ def test_repeated_sigmas_are_skipped(executor):
     assert c.psnr(out, rec)[0] >= 40.0
 
 
-def test_flipsigmas_samplercustom_with_inversion_sampler(executor):
+def test_flipsigmas_samplercustom_with_inversion_sampler(executor, caplog):
     """The SAMPLER route: BasicScheduler -> FlipSigmas -> SamplerCustom(add_noise off, Inversion Sampler) inverts;
-    SamplerCustom(euler, unflipped sigmas) samples it back; same result as the Exact Invert node."""
+    SamplerCustom(euler, unflipped sigmas) samples it back; same result as the Exact Invert node. A SAMPLER has no
+    ui output, so it logs what the run cost."""
+    caplog.set_level(logging.INFO, logger="exact_inversion")
     steps = 10
     g = ch.Graph()
     m, pos, lat = c.model(g), c.cond(g), c.latent(g)
@@ -260,6 +265,11 @@ def test_flipsigmas_samplercustom_with_inversion_sampler(executor):
     print(f"\nFlipSigmas route: {c.psnr(out, rec)[0]:.1f} dB; differs from the node by {c.max_abs(out, same)[0]:.2g}")
     assert c.psnr(out, rec)[0] >= 90.0
     assert c.max_abs(out, same)[0] <= 1e-4
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Inversion Sampler: inverted")]
+    assert len(lines) == 1, [r.getMessage() for r in caplog.records]
+    match = re.match(r"Inversion Sampler: inverted 10 steps, batch 1, (\d+) model calls, worst landing error (\S+),",
+                     lines[0])
+    assert match and 10 < int(match.group(1)) <= 400 and float(match.group(2)) < 1e-3, lines[0]
 
 
 # ------------------------------------------------------------------------------------------------ cfg, batches
