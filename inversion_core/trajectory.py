@@ -15,9 +15,9 @@ import torch
 
 from .errors import InversionError, NonFiniteError
 from .monitor import Monitor, SILENT
-from .problem import Denoiser, DenoiseFn, StepProblem, StepSolution, StepSolver, batch_rms
+from .problem import Denoiser, DenoiseFn, StepProblem, StepSolver, batch_rms
 from .spaces import check_parametrization, derivative
-from .steps import ForwardStep, make_steps
+from .steps import make_steps
 
 CORRECTIONS = ("none", "exact", "damped")
 

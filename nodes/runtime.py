@@ -33,7 +33,7 @@ import latent_preview
 from ..inversion_core.monitor import Monitor
 from ..inversion_core.trajectory import invert
 from . import validation
-from .record import InversionRecord, model_fingerprint, parametrization_of
+from .record import InversionRecord, model_fingerprint
 
 log = logging.getLogger("exact_inversion")
 

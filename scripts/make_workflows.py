@@ -614,7 +614,7 @@ def ui_from_api(flow_api: dict, object_info: dict, notes=(), name: str = "workfl
             elif required:
                 raise ValueError(f"{name}: node {n} ({class_type}) required input {in_name} is not connected")
             ui_inputs.append(entry)
-        for in_name, spec, required in widget_inputs(info):
+        for in_name, spec, _required in widget_inputs(info):
             entry = {"name": in_name, "type": input_type(spec), "widget": {"name": in_name}, "link": None}
             value = inputs.get(in_name)
             if _is_link(value):

@@ -94,7 +94,7 @@ def convergence(path: Path, series: list[tuple[str, tuple, list[float]]], title:
         label = str(i + 1)
         draw.text((x - text_width(draw, label, f_tick) / 2, py1 + 8), label, fill=INK, font=f_tick)
     draw.rectangle([px0, py0, px1, py1], outline=INK)
-    for label, color, ys in series:
+    for _label, color, ys in series:
         points = [xy(i, v) for i, v in enumerate(ys) if v is not None and v > 0 and math.isfinite(v)]
         if len(points) > 1:
             draw.line(points, fill=color, width=3)
