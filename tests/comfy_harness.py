@@ -22,6 +22,7 @@ Importing this module needs neither torch nor ComfyUI.
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import os
 import signal
@@ -569,8 +570,10 @@ class InProcessComfy(_RunnerBase):
         self.execution, self.nodes = execution, nodes
         self.import_failed = asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
         self.server = _NullServer()
-        self.executor = execution.PromptExecutor(self.server, cache_type=execution.CacheType.CLASSIC,
-                                                 cache_args={"lru": 0, "ram": 0})
+        # cache_args (lru/ram sizes) appeared after 0.3.52; older executors take cache_size (LRU only).
+        cache_kw = ({"cache_args": {"lru": 0, "ram": 0}}
+                    if "cache_args" in inspect.signature(execution.PromptExecutor).parameters else {})
+        self.executor = execution.PromptExecutor(self.server, cache_type=execution.CacheType.CLASSIC, **cache_kw)
         self.startup_seconds = time.monotonic() - t0
 
     def object_info(self) -> dict:

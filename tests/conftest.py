@@ -29,6 +29,19 @@ except ImportError:
     pass
 
 
+def pytest_report_header(config):
+    """Name the ComfyUI the suite runs against (scripts/test.sh can provision several, see COMPAT.md)."""
+    d = ch.comfyui_dir()
+    version = "not provisioned"
+    try:
+        text = (d / "comfyui_version.py").read_text()
+        version = text.split("__version__", 1)[1].split("=", 1)[1].strip().splitlines()[0].strip("\"'")
+    except (OSError, IndexError):
+        if (d / "main.py").is_file():
+            version = "unknown version"
+    return f"ComfyUI: {version} at {d}"
+
+
 def _host_missing(reason: str):
     if os.environ.get("EXACT_INVERSION_REQUIRE_HOST") == "1":
         pytest.fail(reason, pytrace=False)
