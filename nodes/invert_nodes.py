@@ -63,7 +63,8 @@ def common_outputs():
         io.Noise.Output(id="noise", display_name="noise",
                         tooltip="NOISE for SamplerCustomAdvanced (with the input latent as latent_image and the "
                         "SIGMAS output): it starts sampling exactly at the inverted latent. Works for every model "
-                        "type, including full flow-model inversions."),
+                        "type, including full flow-model inversions. Only with this node's SIGMAS: a NOISE is not "
+                        "told the schedule, so another one cannot be detected and will not reproduce the image."),
         io.Sigmas.Output(id="used_sigmas", display_name="sigmas", tooltip="The schedule that was inverted (sampling order)."),
     ]
 
