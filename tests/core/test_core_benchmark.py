@@ -12,13 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import core_benchmark as bench  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROW = re.compile(r"^\| (?P<label>[^|]+?) \| (?P<cells>.*) \|$")
 
@@ -31,14 +32,6 @@ def table_rows(text: str) -> dict:
         if match and match["label"] not in ("method",) and not match["label"].startswith("---"):
             rows[match["label"]] = [c.strip() for c in match["cells"].split("|")]
     return rows
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_grid_prints_every_method(capsys):
