@@ -21,6 +21,15 @@ PHOTOS = (
 HELD_OUT = ("camera", "chelsea", "coins")          # never trained on
 TRAIN = tuple(name for name in PHOTOS if name not in HELD_OUT)
 
+
+def split_photos(held_out=HELD_OUT) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(held_out, train): the given held-out photos and every other photo of ``PHOTOS``, in ``PHOTOS`` order."""
+    held_out = tuple(held_out)
+    unknown = [name for name in held_out if name not in PHOTOS]
+    if unknown or not held_out or len(set(held_out)) != len(held_out):
+        raise ValueError(f"held-out photos must be distinct names from {PHOTOS}, got {held_out}")
+    return held_out, tuple(name for name in PHOTOS if name not in held_out)
+
 LUMA_BT601 = (0.299, 0.587, 0.114)
 
 

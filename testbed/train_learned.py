@@ -2,6 +2,11 @@
 
     /work/devvenv/bin/python -m testbed.train_learned        # = --steps 700 --minutes 9 --threads 1 --seed 0
 
+The defaults train the first model ("learned_a" in ``testbed.learned.MODELS``); the options choose another one's
+width/depth (--channels, --blocks-per-level, --embedding-dim, --fourier-features, --groups), seed, held-out photos
+(--held-out), crop size and pyramid ratio, and output paths; ``testbed/README.md`` gives each committed model's
+command. ``--eval-only`` writes just the eval set (e.g. a larger one with --eval-count 64 for an existing model).
+
 Random 32x32-pixel crops (random downscale via an image pyramid, random horizontal flips) of the training photos
 become 4x16x16 latents (``testbed.photos``). The noise angle phi is drawn half uniform on [0, pi/2] and half as
 atan(sigma) with sigma log-uniform in [0.02, 20], covering ComfyUI's VE (phi = atan(sigma)) and flow ranges. Loss:
@@ -9,7 +14,8 @@ MSE on the velocity v = alpha * eps - beta * x0 (Salimans & Ho 2022, sec. 4); Ad
 decay, EMA of the weights (the EMA weights are saved). Deterministic given --seed, --steps and --threads (checked:
 two runs give bit-identical weights);
 --minutes is a safety cap that ends training early (recorded in the metadata as ``stopped_early``).
-Writes ``testbed/weights/learned_denoiser.safetensors`` and ``testbed/data/eval_latents.safetensors``.
+Writes ``testbed/weights/learned_denoiser.safetensors`` and ``testbed/data/eval_latents.safetensors`` (--out,
+--eval-out). The eval crops are always 32x32 pixels (4x16x16 latents), whatever --crop trains on.
 """
 from __future__ import annotations
 
@@ -28,30 +34,31 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from testbed.learned import DEFAULT_CONFIG, UNet, count_parameters, velocity_target  # noqa: E402
-from testbed.photos import HELD_OUT, TRAIN, load_photo, load_photos, luma, photos_to_latents, pyramid  # noqa: E402
+from testbed.photos import HELD_OUT, load_photo, load_photos, luma, photos_to_latents, pyramid, split_photos  # noqa: E402
 
-CROP = 32                       # pixels; latents are 4 x CROP/2 x CROP/2
+CROP = 32                       # pixels; latents are 4 x CROP/2 x CROP/2 (the eval crops' size, always)
 EVAL_PER_SET = 8
+RATIO = 2 ** -0.5               # pyramid: each level is the previous one downscaled by this
 
 
-def photo_pyramids(names):
-    return [pyramid(luma(load_photo(name)[None])[0], smallest=CROP) for name in names]
+def photo_pyramids(names, smallest: int = CROP, ratio: float = RATIO):
+    return [pyramid(luma(load_photo(name)[None])[0], smallest=smallest, ratio=ratio) for name in names]
 
 
-def random_crops(pyramids, batch: int, generator: torch.Generator) -> torch.Tensor:
-    """[batch, 1, CROP, CROP] crops: a uniform photo, a uniform pyramid level, a uniform position, a random flip."""
+def random_crops(pyramids, batch: int, generator: torch.Generator, crop: int = CROP) -> torch.Tensor:
+    """[batch, 1, crop, crop] crops: a uniform photo, a uniform pyramid level, a uniform position, a random flip."""
     crops = []
     photo = torch.randint(len(pyramids), (batch,), generator=generator).tolist()
     for i in photo:
         levels = pyramids[i]
         level = levels[int(torch.randint(len(levels), (1,), generator=generator))]
         h, w = level.shape[-2:]
-        top = int(torch.randint(h - CROP + 1, (1,), generator=generator))
-        left = int(torch.randint(w - CROP + 1, (1,), generator=generator))
-        crop = level[:, top:top + CROP, left:left + CROP]
+        top = int(torch.randint(h - crop + 1, (1,), generator=generator))
+        left = int(torch.randint(w - crop + 1, (1,), generator=generator))
+        piece = level[:, top:top + crop, left:left + crop]
         if bool(torch.rand((), generator=generator) < 0.5):
-            crop = crop.flip(-1)
-        crops.append(crop)
+            piece = piece.flip(-1)
+        crops.append(piece)
     return torch.stack(crops)
 
 
@@ -71,15 +78,18 @@ def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
     return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def eval_latents(seed: int) -> dict[str, torch.Tensor]:
-    """Fixed eval sets: EVAL_PER_SET crops (4x16x16 latents) from held-out and from training photos, plus the
-    held-out photos' center squares at 64 px (4x32x32 latents) for resolution checks."""
+def eval_latents(seed: int, held_out=HELD_OUT, count: int = EVAL_PER_SET,
+                 ratio: float = RATIO) -> tuple[dict[str, torch.Tensor], dict]:
+    """Fixed eval sets: ``count`` crops (4x16x16 latents) from held-out and from training photos, plus the
+    held-out photos' center squares at 64 px (4x32x32 latents) for resolution checks. The first held-out crops are
+    the held-out photos whole (coarsest pyramid level, centered), the others a random photo, level and position."""
+    held_out, train = split_photos(held_out)
     generator = torch.Generator().manual_seed(seed + 12345)
     out, sources = {}, {}
-    for key, names in (("heldout", HELD_OUT), ("train", TRAIN)):
-        pyramids = photo_pyramids(names)
+    for key, names in (("heldout", held_out), ("train", train)):
+        pyramids = photo_pyramids(names, ratio=ratio)
         crops, where = [], []
-        for k in range(EVAL_PER_SET):
+        for k in range(count):
             if key == "heldout" and k < len(names):      # each held-out photo whole (coarsest level, centered)
                 i = k
                 j = len(pyramids[i]) - 1
@@ -95,9 +105,26 @@ def eval_latents(seed: int) -> dict[str, torch.Tensor]:
             where.append({"photo": names[i], "level": j, "top": top, "left": left})
         out[f"{key}_crops"] = photos_to_latents(torch.stack(crops)).contiguous()
         sources[f"{key}_crops"] = where
-    out["heldout_whole64"] = photos_to_latents(load_photos(HELD_OUT, size=64)).contiguous()
-    sources["heldout_whole64"] = [{"photo": name, "center_square_resized_to": 64} for name in HELD_OUT]
+    out["heldout_whole64"] = photos_to_latents(load_photos(held_out, size=64)).contiguous()
+    sources["heldout_whole64"] = [{"photo": name, "center_square_resized_to": 64} for name in held_out]
     return out, sources
+
+
+def int_list(text: str) -> list[int]:
+    return [int(part) for part in text.split(",")]
+
+
+def name_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def network_config(args) -> dict:
+    """DEFAULT_CONFIG with the options the command line set."""
+    config = dict(DEFAULT_CONFIG)
+    for key in ("channels", "blocks_per_level", "embedding_dim", "fourier_features", "groups"):
+        if getattr(args, key) is not None:
+            config[key] = getattr(args, key)
+    return config
 
 
 def main(argv=None):
@@ -111,7 +138,23 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1, help="1 is faster on the shared 2-core machine")
     parser.add_argument("--out", type=Path, default=ROOT / "testbed" / "weights" / "learned_denoiser.safetensors")
     parser.add_argument("--eval-out", type=Path, default=ROOT / "testbed" / "data" / "eval_latents.safetensors")
+    parser.add_argument("--eval-count", type=int, default=EVAL_PER_SET, help="crops per eval set (held out, train)")
+    parser.add_argument("--eval-only", action="store_true", help="write the eval set and stop (no training)")
+    parser.add_argument("--held-out", type=name_list, default=HELD_OUT, help="comma-separated photos never trained on")
+    parser.add_argument("--crop", type=int, default=CROP, help="training crop in pixels (a multiple of 8)")
+    parser.add_argument("--pyramid-ratio", type=float, default=RATIO, help="downscale between pyramid levels")
+    parser.add_argument("--channels", type=int_list, default=None, help=f"e.g. 16,32,64 (default "
+                        f"{','.join(map(str, DEFAULT_CONFIG['channels']))})")
+    parser.add_argument("--blocks-per-level", type=int, default=None)
+    parser.add_argument("--embedding-dim", type=int, default=None)
+    parser.add_argument("--fourier-features", type=int, default=None)
+    parser.add_argument("--groups", type=int, default=None)
     args = parser.parse_args(argv)
+    held_out, train = split_photos(args.held_out)
+    if args.crop % 8 or args.crop < 8:
+        parser.error("--crop must be a positive multiple of 8 (latents of crop/2 pixels, divisible by 4)")
+    config = network_config(args)
+    command = "python -m testbed.train_learned " + " ".join(sys.argv[1:] if argv is None else argv)
 
     import skimage
     from safetensors.torch import save_file
@@ -121,22 +164,26 @@ def main(argv=None):
     torch.use_deterministic_algorithms(True)
     generator = torch.Generator().manual_seed(args.seed)
 
-    eval_sets, eval_sources = eval_latents(args.seed)
+    eval_sets, eval_sources = eval_latents(args.seed, held_out, args.eval_count, args.pyramid_ratio)
     args.eval_out.parent.mkdir(parents=True, exist_ok=True)
     save_file(eval_sets, str(args.eval_out), metadata={
-        "sources": json.dumps(eval_sources), "held_out_photos": json.dumps(HELD_OUT),
-        "train_photos": json.dumps(TRAIN), "crop_pixels": str(CROP), "seed": str(args.seed),
+        "sources": json.dumps(eval_sources), "held_out_photos": json.dumps(held_out),
+        "train_photos": json.dumps(train), "crop_pixels": str(CROP), "seed": str(args.seed),
+        "pyramid_ratio": str(args.pyramid_ratio), "command": command,
         "encoding": "BT.601 luma of [-1, 1] RGB, then 2x2 pixel unshuffle (testbed.photos.photos_to_latents)",
         "scikit_image": skimage.__version__})
+    if args.eval_only:
+        print(f"saved {args.eval_out}: " + ", ".join(f"{k} {list(v.shape)}" for k, v in eval_sets.items()))
+        return
     heldout = eval_sets["heldout_crops"]
 
-    pyramids = photo_pyramids(TRAIN)
-    net = UNet(**DEFAULT_CONFIG)
+    pyramids = photo_pyramids(train, smallest=args.crop, ratio=args.pyramid_ratio)
+    net = UNet(**config)
     ema = copy.deepcopy(net).requires_grad_(False)
     optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
     warmup = min(100, args.steps // 10)
-    print(f"params {count_parameters(net)}, train photos {len(TRAIN)}, held out {HELD_OUT}, "
-          f"steps {args.steps}, batch {args.batch}", flush=True)
+    print(f"params {count_parameters(net)}, config {config}, train photos {len(train)}, held out {held_out}, "
+          f"crop {args.crop}, steps {args.steps}, batch {args.batch}", flush=True)
 
     eval_gen = torch.Generator().manual_seed(777)
     eval_eps = torch.randn(heldout.shape, generator=eval_gen)
@@ -155,7 +202,7 @@ def main(argv=None):
             break
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, args.steps, args.lr, warmup)
-        x0 = photos_to_latents(random_crops(pyramids, args.batch, generator))
+        x0 = photos_to_latents(random_crops(pyramids, args.batch, generator, args.crop))
         eps = torch.randn(x0.shape, generator=generator)
         phi = sample_phi(args.batch, generator)
         u = torch.cos(phi)[:, None, None, None] * x0 + torch.sin(phi)[:, None, None, None] * eps
@@ -187,7 +234,8 @@ def main(argv=None):
     save_file(state, str(args.out), metadata={
         "config": json.dumps(ema.config), "parameters": str(count_parameters(ema)),
         "prediction": "v = alpha*eps - beta*x0 on u = alpha*x0 + beta*eps, conditioned on phi = atan2(beta, alpha)",
-        "train_photos": json.dumps(TRAIN), "held_out_photos": json.dumps(HELD_OUT), "crop_pixels": str(CROP),
+        "train_photos": json.dumps(train), "held_out_photos": json.dumps(held_out), "crop_pixels": str(args.crop),
+        "pyramid_ratio": str(args.pyramid_ratio), "eval_latents": args.eval_out.name, "command": command,
         "steps": str(steps_done), "planned_steps": str(args.steps), "stopped_early": str(stopped_early),
         "batch": str(args.batch), "lr": str(args.lr), "ema": str(args.ema), "seed": str(args.seed),
         "final_loss": str(final["loss"]), "final_heldout_v_mse": str(final["heldout_v_mse_ema"]),
