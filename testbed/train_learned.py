@@ -78,16 +78,32 @@ def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
     return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def eval_latents(seed: int, held_out=HELD_OUT, count: int = EVAL_PER_SET,
-                 ratio: float = RATIO) -> tuple[dict[str, torch.Tensor], dict]:
+def overlaps(a: tuple, b: tuple) -> bool:
+    """Two crops (photo, level, top, left) of the same photo and level that share more than half their area."""
+    if a[:2] != b[:2]:
+        return False
+    return max(0, CROP - abs(a[2] - b[2])) * max(0, CROP - abs(a[3] - b[3])) > CROP * CROP / 2
+
+
+def tile_pool(pyramids) -> list[tuple]:
+    """Every CROP x CROP tile of a grid of stride CROP on every level: (photo, level, top, left)."""
+    return [(i, j, top, left) for i, levels in enumerate(pyramids) for j, level in enumerate(levels)
+            for top in range(0, level.shape[-2] - CROP + 1, CROP) for left in range(0, level.shape[-1] - CROP + 1, CROP)]
+
+
+def eval_latents(seed: int, held_out=HELD_OUT, count: int = EVAL_PER_SET, ratio: float = RATIO,
+                 tiles: bool = False) -> tuple[dict[str, torch.Tensor], dict]:
     """Fixed eval sets: ``count`` crops (4x16x16 latents) from held-out and from training photos, plus the
     held-out photos' center squares at 64 px (4x32x32 latents) for resolution checks. The first held-out crops are
-    the held-out photos whole (coarsest pyramid level, centered), the others a random photo, level and position."""
+    the held-out photos whole (coarsest pyramid level, centered). The others are a random photo, level and
+    position, or with ``tiles`` distinct grid tiles: the photos in turn, a random level, a random tile of it not
+    overlapping a crop already taken by more than half (so a large set has no repeats)."""
     held_out, train = split_photos(held_out)
     generator = torch.Generator().manual_seed(seed + 12345)
     out, sources = {}, {}
     for key, names in (("heldout", held_out), ("train", train)):
         pyramids = photo_pyramids(names, ratio=ratio)
+        pool = tile_pool(pyramids)
         crops, where = [], []
         for k in range(count):
             if key == "heldout" and k < len(names):      # each held-out photo whole (coarsest level, centered)
@@ -95,6 +111,12 @@ def eval_latents(seed: int, held_out=HELD_OUT, count: int = EVAL_PER_SET,
                 j = len(pyramids[i]) - 1
                 h, w = pyramids[i][j].shape[-2:]
                 top, left = (h - CROP) // 2, (w - CROP) // 2
+            elif tiles:                                   # photos in turn, a random level, a random free tile
+                photos = sorted({tile[0] for tile in pool}, key=lambda p: (p - k) % len(names))
+                levels = sorted({tile[1] for tile in pool if tile[0] == photos[0]})
+                j = levels[int(torch.randint(len(levels), (1,), generator=generator))]
+                free = [tile for tile in pool if tile[:2] == (photos[0], j)]
+                i, j, top, left = free[int(torch.randint(len(free), (1,), generator=generator))]
             else:                                         # a random photo, level and position
                 i = int(torch.randint(len(names), (1,), generator=generator))
                 j = int(torch.randint(len(pyramids[i]), (1,), generator=generator))
@@ -103,6 +125,7 @@ def eval_latents(seed: int, held_out=HELD_OUT, count: int = EVAL_PER_SET,
                 left = int(torch.randint(w - CROP + 1, (1,), generator=generator))
             crops.append(pyramids[i][j][:, top:top + CROP, left:left + CROP])
             where.append({"photo": names[i], "level": j, "top": top, "left": left})
+            pool = [tile for tile in pool if not overlaps(tile, (i, j, top, left))]
         out[f"{key}_crops"] = photos_to_latents(torch.stack(crops)).contiguous()
         sources[f"{key}_crops"] = where
     out["heldout_whole64"] = photos_to_latents(load_photos(held_out, size=64)).contiguous()
@@ -139,6 +162,8 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=ROOT / "testbed" / "weights" / "learned_denoiser.safetensors")
     parser.add_argument("--eval-out", type=Path, default=ROOT / "testbed" / "data" / "eval_latents.safetensors")
     parser.add_argument("--eval-count", type=int, default=EVAL_PER_SET, help="crops per eval set (held out, train)")
+    parser.add_argument("--eval-tiles", action="store_true",
+                        help="eval crops as distinct grid tiles (default: random positions, as eval_latents.safetensors)")
     parser.add_argument("--eval-only", action="store_true", help="write the eval set and stop (no training)")
     parser.add_argument("--held-out", type=name_list, default=HELD_OUT, help="comma-separated photos never trained on")
     parser.add_argument("--crop", type=int, default=CROP, help="training crop in pixels (a multiple of 8)")
@@ -164,12 +189,13 @@ def main(argv=None):
     torch.use_deterministic_algorithms(True)
     generator = torch.Generator().manual_seed(args.seed)
 
-    eval_sets, eval_sources = eval_latents(args.seed, held_out, args.eval_count, args.pyramid_ratio)
+    eval_sets, eval_sources = eval_latents(args.seed, held_out, args.eval_count, args.pyramid_ratio, args.eval_tiles)
     args.eval_out.parent.mkdir(parents=True, exist_ok=True)
     save_file(eval_sets, str(args.eval_out), metadata={
         "sources": json.dumps(eval_sources), "held_out_photos": json.dumps(held_out),
         "train_photos": json.dumps(train), "crop_pixels": str(CROP), "seed": str(args.seed),
         "pyramid_ratio": str(args.pyramid_ratio), "command": command,
+        "sampling": "grid tiles, no two overlapping by more than half" if args.eval_tiles else "random positions",
         "encoding": "BT.601 luma of [-1, 1] RGB, then 2x2 pixel unshuffle (testbed.photos.photos_to_latents)",
         "scikit_image": skimage.__version__})
     if args.eval_only:
