@@ -27,7 +27,18 @@ from torch.nn import functional as F
 
 from inversion_core.spaces import check_parametrization, per_sample, unit_signal_noise
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "learned_denoiser.safetensors"
+HERE = Path(__file__).resolve().parent
+DEFAULT_WEIGHTS = HERE / "weights" / "learned_denoiser.safetensors"
+
+# The committed learned models: name -> weights and the eval set of 64 crops (4x16x16 latents) of photos the model
+# never trained on (plus 64 of its training photos). Each was made by ``testbed.train_learned`` with the command
+# recorded in its metadata ("command"; testbed/README.md lists them).
+MODELS = {
+    "learned_a": {"weights": DEFAULT_WEIGHTS, "eval": HERE / "data" / "eval_learned_a.safetensors"},
+    "learned_b": {"weights": HERE / "weights" / "learned_b.safetensors",
+                  "eval": HERE / "data" / "eval_learned_b.safetensors"},
+}
+DEFAULT_MODEL = "learned_a"
 
 DEFAULT_CONFIG = {
     "in_channels": 4,
@@ -143,10 +154,13 @@ class LearnedDenoiser:
 
     @classmethod
     def load(cls, path: str | Path | None = None, device="cpu") -> "LearnedDenoiser":
+        """``path``: a name of ``MODELS`` ("learned_a", "learned_b"; None = "learned_a") or a weights file (a
+        ``Path``, or a string ending in ".safetensors")."""
         from safetensors import safe_open
         from safetensors.torch import load_file
 
-        path = Path(path) if path is not None else DEFAULT_WEIGHTS
+        named = path is None or (isinstance(path, str) and not path.endswith(".safetensors"))
+        path = model_entry(path)["weights"] if named else Path(path)
         with safe_open(str(path), framework="pt") as f:
             metadata = dict(f.metadata() or {})
         config = json.loads(metadata["config"]) if "config" in metadata else DEFAULT_CONFIG
@@ -178,6 +192,32 @@ class LearnedDenoiser:
             return x0.to(x.device, x.dtype)
 
         return denoise
+
+
+def model_entry(name: str | None = None) -> dict:
+    name = DEFAULT_MODEL if name is None else str(name)
+    if name not in MODELS:
+        raise ValueError(f"unknown learned model {name!r}; choose from {sorted(MODELS)}")
+    return MODELS[name]
+
+
+def eval_latents(name: str | None = None, split: str = "heldout_crops") -> torch.Tensor:
+    """A committed eval set of model ``name`` as float32: "heldout_crops" (default) / "train_crops" [64, 4, 16, 16]
+    or "heldout_whole64" [n, 4, 32, 32] (the held-out photos' center squares). No scikit-image needed."""
+    from safetensors.torch import load_file
+
+    sets = load_file(str(model_entry(name)["eval"]))
+    if split not in sets:
+        raise ValueError(f"unknown split {split!r}; choose from {sorted(sets)}")
+    return sets[split].float()
+
+
+def eval_sources(name: str | None = None) -> dict:
+    """Where each eval latent comes from: split -> [{"photo", "level", "top", "left"} or {"photo", ...}, ...]."""
+    from safetensors import safe_open
+
+    with safe_open(str(model_entry(name)["eval"]), framework="pt") as f:
+        return json.loads(f.metadata()["sources"])
 
 
 def count_parameters(module: nn.Module) -> int:
