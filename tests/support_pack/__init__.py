@@ -230,11 +230,11 @@ class InvTestCompare:
         rms = diff.square().mean(dim=1).sqrt()
         ref_rms = x.reshape(x.shape[0], -1).square().mean(dim=1).sqrt()
         peak = x.reshape(x.shape[0], -1).abs().amax(dim=1)
-        psnr = [20.0 * math.log10(p / r) if r > 0 else math.inf for p, r in zip(peak.tolist(), rms.tolist())]
+        psnr = [20.0 * math.log10(p / r) if r > 0 else math.inf for p, r in zip(peak.tolist(), rms.tolist(), strict=True)]
         ui = {
             "psnr": psnr,
             "rms": rms.tolist(),
-            "rel_rms": [r / q if q > 0 else math.inf for r, q in zip(rms.tolist(), ref_rms.tolist())],
+            "rel_rms": [r / q if q > 0 else math.inf for r, q in zip(rms.tolist(), ref_rms.tolist(), strict=True)],
             "max_abs": diff.abs().amax(dim=1).tolist(),
             "shape": list(x.shape),
         }
