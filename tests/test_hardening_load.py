@@ -25,7 +25,7 @@ torch = pytest.importorskip("torch")
 psutil = pytest.importorskip("psutil")
 
 import comfy_harness as ch  # noqa: E402
-import test_nodes_common as c  # noqa: E402
+import node_graphs as c  # noqa: E402
 
 PROMPTS = 100
 WARMUP = 20

@@ -128,7 +128,7 @@ try:  # the static checks above run without torch; everything below needs the Co
     import torch
 except ImportError:  # pragma: no cover
     torch = None
-import test_nodes_common as c  # noqa: E402
+import node_graphs as c  # noqa: E402
 
 pytestmark_torch = pytest.mark.skipif(torch is None, reason="needs torch (the ComfyUI host)")
 
