@@ -8,8 +8,8 @@ stochastic step x_hi -> x_lo land exactly (one model call per step). The latents
 statistics whatever the sampler, which matters for the rectified-flow ancestral step: inverting it with an
 arbitrary noise divides by its signal factor a_lo / a_down < 1 at every step and inflates the latent.
 
-Deterministic steps (the last one, into sigma 0, for Euler-ancestral and LCM; all of them with eta 0) have no noise to absorb an error,
-so they are delegated to ``exact_solver`` (an ``AdaptiveInversion`` by default).
+Deterministic steps (the last one, into sigma 0, for Euler-ancestral and LCM; all of them with eta 0) have no
+noise to absorb an error, so they are delegated to ``exact_solver`` (an ``AdaptiveInversion`` by default).
 """
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from typing import Callable, Optional
 import torch
 
 from .errors import NonFiniteError
-from .monitor import Monitor, SILENT
+from .monitor import SILENT, Monitor
 from .spaces import derivative, per_sample
 
 DenoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

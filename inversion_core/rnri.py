@@ -42,8 +42,8 @@ Gradients inside ComfyUI: the host runs everything under ``torch.inference_mode(
 ``x.detach().clone().requires_grad_(True)``, detaches between iterations and makes its non-gradient calls under
 ``torch.no_grad()``. The model must still have weights usable by autograd (the node clones them); if the
 backward pass fails (inference-tensor weights, kernels without backward such as sage attention or fp8 matmuls,
-out of memory) or the model's output is detached from its input (a model run under ``no_grad``) ``GradientUnavailable`` is raised so the caller can fall back to the released variant or to
-ReNoise.
+out of memory) or the model's output is detached from its input (a model run under ``no_grad``),
+``GradientUnavailable`` is raised so the caller can fall back to the released variant or to ReNoise.
 """
 from __future__ import annotations
 

@@ -14,8 +14,8 @@ from typing import Optional
 import torch
 
 from .errors import InversionError, NonFiniteError
-from .monitor import Monitor, SILENT
-from .problem import Denoiser, DenoiseFn, StepProblem, StepSolver, batch_rms
+from .monitor import SILENT, Monitor
+from .problem import DenoiseFn, Denoiser, StepProblem, StepSolver, batch_rms
 from .spaces import check_parametrization, derivative
 from .steps import make_steps
 

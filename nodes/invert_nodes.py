@@ -20,9 +20,9 @@ from . import runtime, validation
 from .record import INVERSION
 from .schema import PackNode
 
-RECONSTRUCT_HINT = ("To get the image back: KSamplerAdvanced with add_noise disable, the same steps, scheduler, cfg and "
-                    "conditioning, sampler euler, start 0, end 10000 -- or SamplerCustom with add_noise off, the SIGMAS "
-                    "output and KSamplerSelect euler. Inverted Sampler does it in one node.")
+RECONSTRUCT_HINT = ("To get the image back: KSamplerAdvanced with add_noise disable, the same steps, scheduler, cfg "
+                    "and conditioning, sampler euler, start 0, end 10000 -- or SamplerCustom with add_noise off, the "
+                    "SIGMAS output and KSamplerSelect euler. Inverted Sampler does it in one node.")
 
 
 def common_inputs():
@@ -54,7 +54,8 @@ def sigmas_input():
 
 def common_outputs():
     return [
-        io.Latent.Output(id="inverted_latent", display_name="latent", tooltip="The inverted latent. " + RECONSTRUCT_HINT +
+        io.Latent.Output(id="inverted_latent", display_name="latent",
+                         tooltip="The inverted latent. " + RECONSTRUCT_HINT +
                          " For a full inversion of a flow model (SD3, Flux: sigma 1) a LATENT cannot hold it and this "
                          "is zeros: use the NOISE output with SamplerCustomAdvanced."),
         INVERSION.Output(id="inversion", display_name="inversion",
@@ -65,7 +66,8 @@ def common_outputs():
                         "SIGMAS output): it starts sampling exactly at the inverted latent. Works for every model "
                         "type, including full flow-model inversions. Only with this node's SIGMAS: a NOISE is not "
                         "told the schedule, so another one cannot be detected and will not reproduce the image."),
-        io.Sigmas.Output(id="used_sigmas", display_name="sigmas", tooltip="The schedule that was inverted (sampling order)."),
+        io.Sigmas.Output(id="used_sigmas", display_name="sigmas",
+                         tooltip="The schedule that was inverted (sampling order)."),
     ]
 
 
@@ -198,7 +200,8 @@ class ReNoiseInvert(InvertNode):
             io.Int.Input("average_start", default=8, min=0, max=101,
                          tooltip="First iterate of the averaging window (official 8)."),
             io.Int.Input("average_end", default=10, min=1, max=101,
-                         tooltip="End (exclusive) of the averaging window (official 10: the last two of 9 iterations)."),
+                         tooltip="End (exclusive) of the averaging window (official 10: the last two of 9 "
+                         "iterations)."),
             io.Combo.Input("first_step", options=list(FIRST_STEP_RULES), default="first",
                            tooltip="first: fewer iterations on the first inversion step only, without the DDIM "
                            "estimate in its average. official: the official code's rule (every step below "

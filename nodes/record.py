@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
-from comfy_api.latest import io
 
 import comfy.model_sampling
+from comfy_api.latest import io
 
 from ..inversion_core.spaces import PARAMETRIZATIONS
 from ..inversion_core.steps import STEP_KINDS, make_steps

@@ -123,15 +123,15 @@ def test_interrupted_runs_leave_no_tensors_behind(executor):
         progress = {"steps": 0}
 
         def on_step(*args, **kwargs):   # the 5th per-step preview raises the interrupt flag
-            progress["steps"] += 1
-            if progress["steps"] == 5:
+            progress["steps"] += 1          # noqa: B023  (called only inside this iteration's run)
+            if progress["steps"] == 5:      # noqa: B023
                 mm.interrupt_current_processing(True)
 
         import latent_preview
         original = latent_preview.prepare_callback
 
         def prepare_callback(model, steps, *args, **kwargs):
-            inner = original(model, steps, *args, **kwargs)
+            inner = original(model, steps, *args, **kwargs)   # noqa: B023  (restored at the end of the iteration)
 
             def callback(*a, **k):
                 on_step()

@@ -87,7 +87,8 @@ def test_exact_invert_narrow_sd15(executor, patch):
     s = c.summary(out, inv)
     pa, pb = c.psnr(out, a)[0], c.psnr(out, b)[0]
     print(f"\n[{patch}] exact invert, narrow SD1.5, {SD15_STEPS} steps: KSamplerAdvanced {pa:.1f} dB, "
-          f"SamplerCustomAdvanced+NOISE {pb:.1f} dB, {s['model_calls']} model calls, max residual {s['max_residual']:.2g}")
+          f"SamplerCustomAdvanced+NOISE {pb:.1f} dB, {s['model_calls']} model calls, "
+          f"max residual {s['max_residual']:.2g}")
     assert pb >= 40.0
     if patch not in c.FLOW:
         assert pa >= 40.0
@@ -284,7 +285,8 @@ def test_cfg_above_one_reproduces_with_same_cfg(executor):
     other = c.ksampler_advanced(g, m, pos, neg, inv.out(c.LATENT), SD15_STEPS, cfg=1.0)
     a, b = c.compare(g, lat, same), c.compare(g, lat, other)
     out = c.run(executor, g)
-    print(f"\ncfg 3 inversion: sampled back with cfg 3 {c.psnr(out, a)[0]:.1f} dB, with cfg 1 {c.psnr(out, b)[0]:.1f} dB")
+    print(f"\ncfg 3 inversion: sampled back with cfg 3 {c.psnr(out, a)[0]:.1f} dB, "
+          f"with cfg 1 {c.psnr(out, b)[0]:.1f} dB")
     assert c.psnr(out, a)[0] >= 40.0
     assert c.psnr(out, b)[0] < c.psnr(out, a)[0] - 10.0
 

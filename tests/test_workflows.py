@@ -189,7 +189,7 @@ def standin_prompt(api: dict, object_info: dict, name: str):
             del prompt[node_id]
         elif kind in ("LoraLoaderModelOnly", "LoraLoader"):
             model = inputs["model"]
-            _redirect(prompt, node_id, lambda slot: model)
+            _redirect(prompt, node_id, lambda slot, model=model: model)
             del prompt[node_id]
         elif kind == "SaveImage":
             source = api[inputs["images"][0]]
@@ -205,7 +205,8 @@ def standin_prompt(api: dict, object_info: dict, name: str):
     while changed:
         changed = False
         for node_id in list(prompt):
-            if any(isinstance(v, list) and len(v) == 2 and v[0] not in prompt for v in prompt[node_id]["inputs"].values()):
+            links = prompt[node_id]["inputs"].values()
+            if any(isinstance(v, list) and len(v) == 2 and v[0] not in prompt for v in links):
                 del prompt[node_id]
                 changed = True
     outputs = [k for k, v in prompt.items() if object_info[v["class_type"]].get("output_node")]

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from inversion_core import GaussianMixture, DDIMInversion, invert, sample
+from inversion_core import DDIMInversion, GaussianMixture, invert, sample
 from inversion_core.renoise import ReNoise
 from inversion_core.steps import STEP_KINDS, make_steps
 
