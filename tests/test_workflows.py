@@ -291,10 +291,10 @@ def test_api_twin_runs_with_standin_models(server, object_info, name):
 @pytest.mark.server
 @pytest.mark.parametrize("name", sorted(n for n in NAMES if n not in EXACT_WORKFLOWS))
 def test_sampling_back_wiring_with_the_exact_solver(server, object_info, name):
-    if name in WIRING_SKIP:
-        pytest.skip(WIRING_SKIP[name])
     """The approximate methods cannot reconstruct on the random-weight stand-in UNet, so their workflows' sampling
     paths are checked with the inversion swapped for the exact solver (see ``swapped_to_exact``)."""
+    if name in WIRING_SKIP:
+        pytest.skip(WIRING_SKIP[name])
     prompt, checks = standin_prompt(_api(name), object_info, name)
     prompt, swapped = swapped_to_exact(prompt)
     assert swapped, f"{name}: nothing to swap; list it in EXACT_WORKFLOWS"
