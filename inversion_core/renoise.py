@@ -19,14 +19,13 @@ First-step rule (``first_step``), the only special case of the official code:
 
 * ``"official"``: steps whose timestep is < 250 (here: sigma_hi < ``first_step_sigma``, the sigma of timestep
   250, which the host computes) use min(5, K) iterations and average iterates [0, 5). At 50 steps that is a
-  quarter of the steps, all averaged with the plain DDIM iterate d^(0), which costs reconstruction (analytic
-  mixture, ve, N = 50, float32: 64 dB instead of 152 dB).
+  quarter of the steps, all averaged with the plain DDIM iterate d^(0), which costs reconstruction accuracy at
+  many steps (``benchmarks/DESIGN_MEASUREMENTS.md``).
 * ``"first"`` (default): the same special case, but only for the first inversion step (lowest sigma), and its
   average leaves out the DDIM iterate i = 0 and the transient: window [4, 6) over min(5, K) iterations, the last
   two iterates as the official (8, 10) is for K = 9 (``FIRST_WINDOW``). Chosen by measurement on analytic
-  mixtures (float32, N in {4, 10, 50}, ve and flow): [4, 6) was best or within 1 dB of the best of
-  [1, 6), [2, 6), [3, 6), [4, 6) in all 24 cases while [1, 6) lost up to 31 dB, and on mixtures with thin
-  components (where the fixed-point iteration does not settle) the rule gains up to 18 dB over no rule.
+  mixtures against the other windows [a, 6) and against no rule, which it beats where the fixed-point iteration
+  does not settle (``benchmarks/DESIGN_MEASUREMENTS.md``).
 * ``"none"``: every step uses ``iterations`` and ``window``.
 
 Diagnostics: ReNoise never evaluates the model at the x it returns, so ``StepSolution.residual`` is the true

@@ -29,12 +29,12 @@ Two variants:
   x + r, the step ReNoise repeats; with the true Jacobian it is a scaled Gauss-Newton step), weighted by the
   Gaussian prior's excess over its typical value (P = 1/2 per element for a sample of q(x_t | x_0)). The prior
   enters multiplicatively so that the root of (F) is exactly the root of r -- an additive prior has no root, so
-  root-finding on it stalls at a biased point (measured: 2 iterations on the Gaussian mixture, ve N=4: 41.5 dB
-  additive vs 64.4 dB multiplicative vs 79.0 dB without prior) -- while iterates drifting into atypical,
-  out-of-distribution solutions (the paper's motivation for the prior) get a larger objective and a gradient
-  pulling them back. The iteration starts at DDIM inversion's answer G(x_lo) (one call without gradient), takes
-  ``iterations`` (NR) steps with per-sample step lengths, evaluates the last iterate, and returns the evaluated
-  iterate with the lowest F per sample (with its evaluation, so the noise correction needs no extra call).
+  root-finding on it stalls at a biased point (measured: ``benchmarks/DESIGN_MEASUREMENTS.md``) -- while
+  iterates drifting into atypical, out-of-distribution solutions (the paper's motivation for the prior) get a
+  larger objective and a gradient pulling them back. The iteration starts at DDIM inversion's answer G(x_lo)
+  (one call without gradient), takes ``iterations`` (NR) steps with per-sample step lengths, evaluates the last
+  iterate, and returns the evaluated iterate with the lowest F per sample (with its evaluation, so the noise
+  correction needs no extra call).
   Cost: ``iterations`` + 2 forward calls and ``iterations`` backward passes (``StepSolution.info``).
 
 Gradients inside ComfyUI: the host runs everything under ``torch.inference_mode()``. The newton variant enters
