@@ -1,4 +1,4 @@
-"""Host benchmark: the pack's nodes measured inside the real ComfyUI host (issue #6).
+"""Host benchmark: the pack's nodes measured inside the real ComfyUI host.
 
 Run it with the documented command ``bash scripts/benchmark.sh`` (provisions the CPU ComfyUI host, then runs this
 file with the host's python). Everything goes through ComfyUI's own ``PromptExecutor`` in this process

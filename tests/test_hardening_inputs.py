@@ -1,4 +1,4 @@
-"""Bad input through the real ComfyUI server (issue #7): what a user sees when a graph is wrong.
+"""Bad input through the real ComfyUI server: what a user sees when a graph is wrong.
 
 Two layers answer a bad input:
 

@@ -1,4 +1,4 @@
-"""Load through the real server (issue #7): 100 queued prompts, memory growth bounded; memory after interrupts.
+"""Load through the real server: 100 queued prompts, memory growth bounded; memory after interrupts.
 
 Memory is the server process's resident set size (psutil on ``server.proc.pid``; the server is ``main.py`` itself).
 ComfyUI keeps by design: the loaded models, the outputs of the last prompt's nodes (CLASSIC cache) and a history

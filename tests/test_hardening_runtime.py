@@ -1,4 +1,4 @@
-"""Numerical safety, interrupts, leaks, determinism and caching of the nodes in a real ComfyUI (issue #7).
+"""Numerical safety, interrupts, leaks, determinism and caching of the nodes in a real ComfyUI.
 
 Models (all real ComfyUI MODELs):
 * ``tiny``: the 32-channel SD1.5-layout UNet file loaded by the stock ``UNETLoader`` (random weights; fast);

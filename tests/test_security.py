@@ -1,4 +1,4 @@
-"""Security (issue #7): the pack loads nothing with pickle, reaches no network, evaluates no code, and validates an
+"""Security: the pack loads nothing with pickle, reaches no network, evaluates no code, and validates an
 INVERSION before using it.
 
 * Static: the pack's shipped code (``__init__.py``, ``nodes/``, ``inversion_core/``) is parsed (AST, so docstrings

@@ -16,7 +16,7 @@ class ConvDenoiser(torch.nn.Module):
     """Mixture posterior mean plus a small learned-looking conv correction (an imperfect, non-analytic model).
 
     ``clone_weights`` mimics the node's weight wrappers (``w.clone()`` per forward): the only way a model whose
-    parameters are inference tensors can be differentiated (see shared/research/comfyui-host.md, Sec. 3).
+    parameters are inference tensors can be differentiated (autograd cannot save an inference tensor for backward).
     """
 
     def __init__(self, gmm, parametrization, channels, clone_weights=True):

@@ -20,7 +20,7 @@ A *provider* is any object with ``denoiser(parametrization) -> fn(x [B, *shape],
 Providers are built outside inference mode, so their tensors are normal tensors and usable under autograd.
 Caveat: so the MODEL is differentiable even inside ComfyUI's ``torch.inference_mode()`` prompt (checked:
 ``autograd.grad`` through ``model.model.apply_model`` works with no recipe). It does NOT reproduce the
-"Inference tensors cannot be saved for backward" trap of loaded UNet weights (host-setup.md section 7): test
+"Inference tensors cannot be saved for backward" trap of UNet weights loaded under inference mode: test
 gradient code on ``InvTestTinyModel`` / the narrow UNet as well.
 
 The Gaussian-mixture MODEL uses ``GaussianMixture.random(shape, components, seed)`` for every shape: the
