@@ -175,7 +175,7 @@ class ReNoise(StepSolver):
         """Reg applied to the noise estimate eps implied by (x, d); the change is applied to d with the x0
         estimate x - sigma * d held fixed: d' = d + (Reg(eps) - eps). For "ve" (d = eps) that is simply
         d' = Reg(eps); for "flow" it stays finite at sigma -> 1, where holding x fixed instead
-        (``spaces.derivative_from_eps``) would scale the change by 1 / (1 - sigma)."""
+        (d = (eps - x) / (1 - sigma)) would scale the change by 1 / (1 - sigma)."""
         eps = eps_from_derivative(x, d, problem.sigma_hi, problem.parametrization)
         return d + (self.regularizer(eps, eps_opt, problem.monitor) - eps)
 

@@ -3,7 +3,7 @@ Text-to-Image Diffusion Models", ICLR 2025, arXiv 2312.12540; code dvirsamuel/Ne
 
 The paper solves each step's implicit equation (``problem``, eq. 1: r(x) = G(x) - x = 0) by Newton-Raphson on a
 SCALAR function of the latent -- a norm of r plus a Gaussian prior on x_t given x_0 (the forward marginal
-q(x_t | x_0) = N(a x0, b^2 I), ``spaces.prior_nll``) that keeps the answer in distribution. For a scalar
+q(x_t | x_0) = N(a x0, b^2 I)) that keeps the answer in distribution. For a scalar
 F: R^n -> R the Newton-Raphson root step is the minimum-norm solution of F(x) + grad F . s = 0,
 
     x <- x - F(x) * grad F(x) / ||grad F(x)||^2                                            (NR)

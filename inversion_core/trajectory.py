@@ -53,10 +53,6 @@ class Inversion:
     def latent(self) -> torch.Tensor:
         return self.latents[0]
 
-    def per_step_residuals(self):
-        return [s.residual for s in self.stats]
-
-
 def damped_noise(noise: torch.Tensor, target: torch.Tensor, steps: int = 10, step_size: float = 1.8,
                  monitor: Monitor = SILENT) -> torch.Tensor:
     """ReNoise's noise correction (official code, ``step_and_update_noise``): ``steps`` gradient steps on the

@@ -154,13 +154,6 @@ def is_max_denoise(model_sampling, sigma: float) -> bool:
     return math.isclose(max_sigma, float(sigma), rel_tol=1e-05) or float(sigma) > max_sigma
 
 
-def latent_in(model, samples: torch.Tensor) -> torch.Tensor:
-    """What the guider hands a sampler: process_latent_in(L) if L has a nonzero element, else L."""
-    if torch.count_nonzero(samples) > 0:
-        return model.get_model_object("process_latent_in")(samples)
-    return samples
-
-
 class InversionNoise:
     """NOISE socket object (``.seed``, ``generate_noise(latent) -> CPU tensor``) that makes SamplerCustomAdvanced
     start exactly at the inverted latent x_N, for any LATENT of the inverted shape fed to it (usually the inverted
@@ -452,11 +445,3 @@ def autograd_model(model):
                 clone.add_weight_wrapper(f"{name}.{kind}", _private_weight)
                 wrapped += 1
     return clone, wrapped
-
-
-def is_autograd_failure(error: BaseException) -> bool:
-    """Errors that mean "backward is unavailable here" (inference tensors, kernels without backward)."""
-    text = str(error).lower()
-    keys = ("inference tensor", "does not require grad", "does not have a grad_fn", "derivative for",
-            "not implemented for", "backward", "autograd")
-    return isinstance(error, (RuntimeError, NotImplementedError)) and any(k in text for k in keys)
