@@ -34,6 +34,11 @@ class EditFriendly(StepSolver):
     def reset(self) -> None:
         self.exact_solver.reset()
 
+    def expected_calls(self, corrected: bool = False) -> int:
+        """A stochastic step's only call is the noise correction's; one call per step is budgeted on top for the
+        deterministic steps handed to ``exact_solver``."""
+        return 1 + int(corrected)
+
     def noise_for(self, problem: StepProblem) -> torch.Tensor:
         """eps for this level, per sample from (seed + b, step index) so a batch equals its single runs."""
         draws = []

@@ -135,6 +135,12 @@ class ReNoise(StepSolver):
         iterations, weights = self.schedule(problem)
         return iterations + 1 + int(self._needs_reference(iterations, weights))
 
+    def expected_calls(self, corrected: bool = False) -> int:
+        """K + 1, plus 1 for eps_opt when the patch-KL term is on, plus the evaluation at the answer a noise
+        correction needs (ReNoise does not evaluate its answer); the first-step rule's steps make fewer."""
+        reference = self.regularizes and self.regularizer.needs_reference
+        return self.iterations + 1 + int(reference) + int(corrected)
+
     @property
     def regularizes(self) -> bool:
         return self.regularizer is not None and self.regularizer.enabled

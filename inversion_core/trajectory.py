@@ -145,10 +145,7 @@ def invert(
             raise NonFiniteError(f"the solver produced NaN/inf at step {step.index}", step.index, step.sigma_hi)
         correction_gap = None
         if step.stochastic and correction != "none":
-            ev = solution.evaluation
-            if ev is None or ev.x is not x_hi:
-                ev = problem.evaluate(x_hi)
-            exact = step.exact_noise(x_lo, x_hi, ev.d)
+            exact = step.exact_noise(x_lo, x_hi, problem.evaluation_at(solution).d)
             if correction == "exact":
                 noises[step.index] = exact
             else:
