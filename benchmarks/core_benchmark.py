@@ -102,6 +102,7 @@ def gaussian_mixture(images: int) -> Model:
 def learned(images: int) -> Model | None:
     try:
         from safetensors.torch import load_file
+
         from testbed.learned import LearnedDenoiser
         model = LearnedDenoiser.load()
         latents = load_file(str(EVAL_LATENTS))
@@ -112,7 +113,7 @@ def learned(images: int) -> Model | None:
     return Model("learned UNet (eval latents)", model.denoiser, x0)
 
 
-# -- methods -------------------------------------------------------------------------------------------------------------
+# -- methods -----------------------------------------------------------------------------------------------------------
 
 class Counting(StepSolver):
     """Wraps a solver to add up what its ``StepSolution.info`` reports (backward passes, fallbacks)."""
@@ -179,7 +180,7 @@ def run(model: Model, parametrization: str, steps: int, solver: StepSolver, sche
                   counting.fallback_steps, steps)
 
 
-# -- tables ---------------------------------------------------------------------------------------------------------------
+# -- tables ------------------------------------------------------------------------------------------------------------
 
 def fmt_db(value: float) -> str:
     return "inf" if value == float("inf") else f"{value:.1f}"
@@ -285,15 +286,16 @@ def acceptance(model: Model, parametrizations, scheduler, steps=4):
                 vs = f"{diff.mean():+.1f} | {diff.min():+.1f} | {int((diff < 0).sum())}/{len(diff)}"
             else:
                 vs = "- | - | -"
-            print(f"| {label} | {p.mean():.1f} | {p.min():.1f} | {inv.model_calls / steps:.1f} | {per_step} | {vs} | {seconds:.1f} |",
-                  flush=True)
+            print(f"| {label} | {p.mean():.1f} | {p.min():.1f} | {inv.model_calls / steps:.1f} | {per_step} | {vs} "
+                  f"| {seconds:.1f} |", flush=True)
         print()
     return total
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="N in {4, 10}, 8 acceptance latents, no equal-budget table")
+    parser.add_argument("--quick", action="store_true",
+                        help="N in {4, 10}, 8 acceptance latents, no equal-budget table")
     parser.add_argument("--scheduler", choices=("normal", "simple"), default="normal", help="ve scheduler")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (1: fastest for these small models, and robust on a busy machine)")

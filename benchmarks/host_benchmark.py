@@ -1,4 +1,4 @@
-"""Host benchmark: the pack's nodes measured inside the real ComfyUI host (issue #6).
+"""Host benchmark: the pack's nodes measured inside the real ComfyUI host.
 
 Run it with the documented command ``bash scripts/benchmark.sh`` (provisions the CPU ComfyUI host, then runs this
 file with the host's python). Everything goes through ComfyUI's own ``PromptExecutor`` in this process
@@ -327,7 +327,8 @@ def narrow_unet_weights_mib() -> float:
     """Bytes of the narrow UNet's weights as ComfyUI holds them on CPU (float32), in MiB."""
     from safetensors import safe_open
 
-    path = Path(hs.ch.build_models(hs.ch.comfyui_python(), hs.ch.comfyui_dir())) / "diffusion_models" / hs.ch.NARROW_UNET
+    models = Path(hs.ch.build_models(hs.ch.comfyui_python(), hs.ch.comfyui_dir()))
+    path = models / "diffusion_models" / hs.ch.NARROW_UNET
     n = 0
     with safe_open(str(path), framework="pt") as f:
         for k in f.keys():
@@ -616,10 +617,11 @@ def write_report(results: dict, path: Path) -> str:
         if fr:
             lines += ["### Flow models inverted to sigma = 1 (the full schedule)", "",
                       "ComfyUI core's inversion cannot reach sigma = 1 on a flow model: its KSAMPLER returns "
-                      "inverse_noise_scaling(sigma_last, x) = x / (1 - sigma_last), a division by zero, so the inverted "
-                      "LATENT is inf/NaN. The nodes hand the sigma = 1 latent over through their INVERSION / NOISE "
-                      "outputs (here: Inverted Sampler).", "",
-                      "| model | N | core peer | DDIM Invert (target) | Exact Invert (defaults) |", "|---|---|---|---|---|"]
+                      "inverse_noise_scaling(sigma_last, x) = x / (1 - sigma_last), a division by zero, so the "
+                      "inverted LATENT is inf/NaN. The nodes hand the sigma = 1 latent over through their INVERSION "
+                      "/ NOISE outputs (here: Inverted Sampler).", "",
+                      "| model | N | core peer | DDIM Invert (target) | Exact Invert (defaults) |",
+                      "|---|---|---|---|---|"]
             idx = {(r["model"], r["n"], r["setting"]): r for r in fr}
             for mkey in sorted({r["model"] for r in fr}):
                 for n in SMALL_NS:

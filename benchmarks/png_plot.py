@@ -133,7 +133,7 @@ def line_panels(path, panels: list[dict], title: str = "", columns: int = 2, pan
         for s in panel["series"]:
             color, w = s.get("color", (0, 0, 0)), s.get("width", 2)
             good = [(x, y) for x, y in s["points"] if y is not None and math.isfinite(y) and x > 0]
-            for (xa, ya), (xb, yb) in zip(good, good[1:]):
+            for (xa, ya), (xb, yb) in zip(good, good[1:], strict=False):
                 _dashed_line(draw, (px(xa), py(ya)), (px(xb), py(yb)), color, w, s.get("dash"))
             for x, y in good:
                 _marker(draw, px(x), py(y), s.get("marker", "circle"), color)

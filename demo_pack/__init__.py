@@ -208,7 +208,8 @@ class InvDemoInversionReport:
             "parametrization": record.parametrization,
             "steps": record.steps,
             "shape": list(record.shape),
-            "settings": {k: v for k, v in record.settings.items() if isinstance(v, (int, float, str, bool, type(None)))},
+            "settings": {k: v for k, v in record.settings.items()
+                         if isinstance(v, (int, float, str, bool, type(None)))},
             "model_calls": int(stats.get("model_calls", 0)),
             "notes": list(stats.get("notes", [])),
             "solver_steps": solver_steps,

@@ -2,17 +2,17 @@
 
 Entry points: ``trajectory.invert`` (any ``StepSolver`` over a sampler's sigmas) and ``trajectory.sample``.
 """
-from .analytic import GaussianMixture
 from . import metrics
 from .adaptive import AdaptiveInversion
+from .analytic import GaussianMixture
 from .ddim import DDIMInversion
 from .easyinv import EASYINV_PRESETS, EasyInv
 from .errors import InversionError, NonFiniteError
 from .monitor import Monitor
+from .problem import Denoiser, StepProblem, StepSolution, StepSolver
 from .regularizers import NoiseRegularizer
 from .renoise import ReNoise
 from .rnri import RNRI
-from .problem import Denoiser, StepProblem, StepSolution, StepSolver
 from .steps import STEP_KINDS, make_steps
 from .trajectory import Inversion, invert, sample
 

@@ -46,14 +46,8 @@ from typing import Optional
 
 import torch
 
-from .problem import Evaluation, StepProblem, StepSolution, StepSolver, batch_rms, keep_where
+from .problem import Evaluation, StepProblem, StepSolution, StepSolver, batch_rms, keep_where, merge_evaluations
 from .renoise import ReNoise
-
-
-def merge_evaluations(mask: torch.Tensor, new: Evaluation, old: Evaluation) -> Evaluation:
-    """Per-sample select between two evaluations (samples with mask True take ``new``)."""
-    return Evaluation(*(keep_where(mask, getattr(new, name), getattr(old, name))
-                        for name in ("x", "denoised", "d", "image", "residual")))
 
 
 def anderson_coefficients(residual: torch.Tensor, d_residual: torch.Tensor, valid: torch.Tensor,
@@ -152,6 +146,10 @@ class AdaptiveInversion(StepSolver):
         if self.fallback is not None:
             self.fallback.reset()
 
+    def expected_calls(self, corrected: bool = False) -> int:
+        """An estimate: easy steps stop after 2-4 calls, hard ones use ``max_calls``; 6 unless the budget is less."""
+        return min(self.max_calls, 6) + int(corrected)
+
     # -- the accelerated iteration -------------------------------------------------------------------------------
     def _start(self, problem: StepProblem) -> torch.Tensor:
         prev = self._previous
@@ -246,10 +244,7 @@ class AdaptiveInversion(StepSolver):
             tried = (best_err > self.fallback_tolerance) & (best_err * self.fallback_gain > diagnostics["plain_error"])
             if bool(tried.any()):
                 fallback_start = problem.denoiser.calls
-                solution = self.fallback.solve(problem)
-                ev = solution.evaluation
-                if ev is None or ev.x is not solution.x:
-                    ev = problem.evaluate(solution.x)
+                ev = problem.evaluation_at(self.fallback.solve(problem))
                 fallback_err = problem.relative_error(ev.residual).to(torch.float64)
                 used = tried & (fallback_err < best_err)
                 best = merge_evaluations(used, ev, best)

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from .spaces import unit_signal_noise, per_sample
+from .spaces import per_sample, unit_signal_noise
 
 
 class GaussianMixture:

@@ -6,8 +6,8 @@
 * ``"current"`` (the convention of ComfyUI ``FlipSigmas`` + euler and of Unsampler): the model is evaluated where
   the latent is, x_hi = anchor + delta * d(x_lo, sigma_lo). At sigma_lo = 0, where d is 0/0, it is evaluated at
   sigma_hi instead; FlipSigmas evaluates that first step at its stand-in 1e-4 for 0, where d is mostly the
-  model's error on a clean latent, so from the second step on both agree and the first differs (ours measured
-  2-3 dB better on the analytic model).
+  model's error on a clean latent, so from the second step on both agree and the first differs (ours is the
+  better one, ``benchmarks/DESIGN_MEASUREMENTS.md``).
 
 Both replace d(x_hi) by a nearby value, which is the whole error of DDIM inversion (Mokady et al. 2023, Sec. 3;
 Wallace et al. 2023 "EDICT", Sec. 3.1).

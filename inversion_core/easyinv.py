@@ -16,7 +16,8 @@ The blend is taken in the model's own latent scale, as the official code does (i
 the variance-preserving latent z = x / sqrt(1 + sigma^2) for "ve" (exactly the SD latent for eps/v models) and
 the latent itself for "flow". Blending ComfyUI's ve latents directly would mix different signal scales.
 
-Zero extra model calls. ``EASYINV_PRESETS`` holds the official settings (anchors.md, Sec. 1.2).
+Zero extra model calls. ``EASYINV_PRESETS`` holds the official settings (potato-kitty/EasyInv:
+``utilsV14.py`` for SD 1.4, ``EasyInv_SDXL/utils.py`` for SDXL).
 """
 from __future__ import annotations
 

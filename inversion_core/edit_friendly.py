@@ -8,8 +8,8 @@ stochastic step x_hi -> x_lo land exactly (one model call per step). The latents
 statistics whatever the sampler, which matters for the rectified-flow ancestral step: inverting it with an
 arbitrary noise divides by its signal factor a_lo / a_down < 1 at every step and inflates the latent.
 
-Deterministic steps (the last one, into sigma 0, for Euler-ancestral and LCM; all of them with eta 0) have no noise to absorb an error,
-so they are delegated to ``exact_solver`` (an ``AdaptiveInversion`` by default).
+Deterministic steps (the last one, into sigma 0, for Euler-ancestral and LCM; all of them with eta 0) have no
+noise to absorb an error, so they are delegated to ``exact_solver`` (an ``AdaptiveInversion`` by default).
 """
 from __future__ import annotations
 
@@ -33,6 +33,11 @@ class EditFriendly(StepSolver):
 
     def reset(self) -> None:
         self.exact_solver.reset()
+
+    def expected_calls(self, corrected: bool = False) -> int:
+        """A stochastic step's only call is the noise correction's; one call per step is budgeted on top for the
+        deterministic steps handed to ``exact_solver``."""
+        return 1 + int(corrected)
 
     def noise_for(self, problem: StepProblem) -> torch.Tensor:
         """eps for this level, per sample from (seed + b, step index) so a batch equals its single runs."""

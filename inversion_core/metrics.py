@@ -16,16 +16,15 @@ from typing import Optional
 
 import torch
 
+from .problem import batch_rms
 from .spaces import per_sample, signal_noise
+
+rms = batch_rms      # per-sample root mean square, [B, ...] -> [B] (one definition, in ``problem``)
 
 
 def mse(reference: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
     diff = (estimate.to(reference.dtype) - reference).flatten(1)
     return diff.pow(2).mean(dim=1)
-
-
-def rms(t: torch.Tensor) -> torch.Tensor:
-    return t.flatten(1).pow(2).mean(dim=1).sqrt()
 
 
 def psnr(reference: torch.Tensor, estimate: torch.Tensor, data_range=None) -> torch.Tensor:

@@ -17,12 +17,13 @@ model is still evaluated on the whole batch (so conditioning batches keep their 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Callable, Optional
 
 import torch
 
 from .errors import NonFiniteError
-from .monitor import Monitor, SILENT
+from .monitor import SILENT, Monitor
 from .spaces import derivative, per_sample
 
 DenoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -99,14 +100,52 @@ class StepProblem:
         """G for a given derivative: the x_hi that a derivative d implies through (1)."""
         return self.anchor + self.delta * d
 
+    @cached_property
+    def x_lo_rms(self) -> torch.Tensor:
+        """Per-sample RMS of x_lo (at least 1e-8), computed once per step: [B]."""
+        return batch_rms(self.x_lo).clamp_min(1e-8)
+
     def relative_error(self, residual: torch.Tensor) -> torch.Tensor:
         """Per-sample RMS error of landing on x_lo, relative to the RMS of x_lo: [B]."""
-        return self.error_scale * batch_rms(residual) / batch_rms(self.x_lo).clamp_min(1e-8)
+        return self.error_scale * batch_rms(residual) / self.x_lo_rms
+
+    def evaluation_at(self, solution: "StepSolution") -> Evaluation:
+        """The model evaluation at ``solution.x``: the solver's own where it has one at exactly that x, else one
+        model call."""
+        evaluation = solution.evaluation
+        if evaluation is None or evaluation.x is not solution.x:
+            evaluation = self.evaluate(solution.x)
+        return evaluation
 
 
 def keep_where(mask: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
     """Per-sample select: samples with mask [B] True take ``new``."""
     return torch.where(per_sample(mask.to(new.dtype), new) > 0, new, old)
+
+
+def merge_evaluations(mask: torch.Tensor, new: Evaluation, old: Evaluation) -> Evaluation:
+    """Per-sample select between two evaluations (samples with mask True take ``new``)."""
+    return Evaluation(*(keep_where(mask, getattr(new, name), getattr(old, name))
+                        for name in ("x", "denoised", "d", "image", "residual")))
+
+
+class BestIterate:
+    """The best evaluated iterate per sample: for each sample, the evaluation with the lowest score offered so far
+    (the first one offered is taken whole, whatever its score)."""
+
+    def __init__(self):
+        self.evaluation: Optional[Evaluation] = None
+        self.score: Optional[torch.Tensor] = None
+
+    def offer(self, evaluation: Evaluation, score: torch.Tensor) -> torch.Tensor:
+        """Keep ``evaluation`` for the samples whose ``score`` [B] is below the best so far; returns them [B]."""
+        if self.evaluation is None:
+            self.evaluation, self.score = evaluation, score
+            return torch.ones_like(score, dtype=torch.bool)
+        better = score < self.score
+        self.evaluation = merge_evaluations(better, evaluation, self.evaluation)
+        self.score = torch.where(better, score, self.score)
+        return better
 
 
 @dataclass
@@ -128,6 +167,12 @@ class StepSolver:
 
     def reset(self) -> None:
         """Called once before an inversion run."""
+
+    def expected_calls(self, corrected: bool = False) -> int:
+        """Model calls per step this solver expects to make, for progress reporting (an estimate: adaptive solvers
+        stop early, first-step rules and fallbacks change it). ``corrected``: count the one evaluation at the
+        answer that the driver's noise correction of a stochastic step may need. Default: one call."""
+        return 1 + int(corrected)
 
     def solve(self, problem: StepProblem) -> StepSolution:  # pragma: no cover - interface
         raise NotImplementedError

@@ -37,7 +37,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .monitor import Monitor, SILENT
+from .monitor import SILENT, Monitor
 
 KL_EPSILON = 1e-6      # the official ``latents_kl_divergence`` stabiliser
 PYRAMID_MIN_SIZE = 8   # stop pooling once a spatial side is <= 8

@@ -19,14 +19,13 @@ First-step rule (``first_step``), the only special case of the official code:
 
 * ``"official"``: steps whose timestep is < 250 (here: sigma_hi < ``first_step_sigma``, the sigma of timestep
   250, which the host computes) use min(5, K) iterations and average iterates [0, 5). At 50 steps that is a
-  quarter of the steps, all averaged with the plain DDIM iterate d^(0), which costs reconstruction (analytic
-  mixture, ve, N = 50, float32: 64 dB instead of 152 dB).
+  quarter of the steps, all averaged with the plain DDIM iterate d^(0), which costs reconstruction accuracy at
+  many steps (``benchmarks/DESIGN_MEASUREMENTS.md``).
 * ``"first"`` (default): the same special case, but only for the first inversion step (lowest sigma), and its
   average leaves out the DDIM iterate i = 0 and the transient: window [4, 6) over min(5, K) iterations, the last
   two iterates as the official (8, 10) is for K = 9 (``FIRST_WINDOW``). Chosen by measurement on analytic
-  mixtures (float32, N in {4, 10, 50}, ve and flow): [4, 6) was best or within 1 dB of the best of
-  [1, 6), [2, 6), [3, 6), [4, 6) in all 24 cases while [1, 6) lost up to 31 dB, and on mixtures with thin
-  components (where the fixed-point iteration does not settle) the rule gains up to 18 dB over no rule.
+  mixtures against the other windows [a, 6) and against no rule, which it beats where the fixed-point iteration
+  does not settle (``benchmarks/DESIGN_MEASUREMENTS.md``).
 * ``"none"``: every step uses ``iterations`` and ``window``.
 
 Diagnostics: ReNoise never evaluates the model at the x it returns, so ``StepSolution.residual`` is the true
@@ -136,6 +135,12 @@ class ReNoise(StepSolver):
         iterations, weights = self.schedule(problem)
         return iterations + 1 + int(self._needs_reference(iterations, weights))
 
+    def expected_calls(self, corrected: bool = False) -> int:
+        """K + 1, plus 1 for eps_opt when the patch-KL term is on, plus the evaluation at the answer a noise
+        correction needs (ReNoise does not evaluate its answer); the first-step rule's steps make fewer."""
+        reference = self.regularizes and self.regularizer.needs_reference
+        return self.iterations + 1 + int(reference) + int(corrected)
+
     @property
     def regularizes(self) -> bool:
         return self.regularizer is not None and self.regularizer.enabled
@@ -176,7 +181,7 @@ class ReNoise(StepSolver):
         """Reg applied to the noise estimate eps implied by (x, d); the change is applied to d with the x0
         estimate x - sigma * d held fixed: d' = d + (Reg(eps) - eps). For "ve" (d = eps) that is simply
         d' = Reg(eps); for "flow" it stays finite at sigma -> 1, where holding x fixed instead
-        (``spaces.derivative_from_eps``) would scale the change by 1 / (1 - sigma)."""
+        (d = (eps - x) / (1 - sigma)) would scale the change by 1 / (1 - sigma)."""
         eps = eps_from_derivative(x, d, problem.sigma_hi, problem.parametrization)
         return d + (self.regularizer(eps, eps_opt, problem.monitor) - eps)
 

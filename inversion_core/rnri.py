@@ -3,7 +3,7 @@ Text-to-Image Diffusion Models", ICLR 2025, arXiv 2312.12540; code dvirsamuel/Ne
 
 The paper solves each step's implicit equation (``problem``, eq. 1: r(x) = G(x) - x = 0) by Newton-Raphson on a
 SCALAR function of the latent -- a norm of r plus a Gaussian prior on x_t given x_0 (the forward marginal
-q(x_t | x_0) = N(a x0, b^2 I), ``spaces.prior_nll``) that keeps the answer in distribution. For a scalar
+q(x_t | x_0) = N(a x0, b^2 I)) that keeps the answer in distribution. For a scalar
 F: R^n -> R the Newton-Raphson root step is the minimum-norm solution of F(x) + grad F . s = 0,
 
     x <- x - F(x) * grad F(x) / ||grad F(x)||^2                                            (NR)
@@ -29,12 +29,12 @@ Two variants:
   x + r, the step ReNoise repeats; with the true Jacobian it is a scaled Gauss-Newton step), weighted by the
   Gaussian prior's excess over its typical value (P = 1/2 per element for a sample of q(x_t | x_0)). The prior
   enters multiplicatively so that the root of (F) is exactly the root of r -- an additive prior has no root, so
-  root-finding on it stalls at a biased point (measured: 2 iterations on the Gaussian mixture, ve N=4: 41.5 dB
-  additive vs 64.4 dB multiplicative vs 79.0 dB without prior) -- while iterates drifting into atypical,
-  out-of-distribution solutions (the paper's motivation for the prior) get a larger objective and a gradient
-  pulling them back. The iteration starts at DDIM inversion's answer G(x_lo) (one call without gradient), takes
-  ``iterations`` (NR) steps with per-sample step lengths, evaluates the last iterate, and returns the evaluated
-  iterate with the lowest F per sample (with its evaluation, so the noise correction needs no extra call).
+  root-finding on it stalls at a biased point (measured: ``benchmarks/DESIGN_MEASUREMENTS.md``) -- while
+  iterates drifting into atypical, out-of-distribution solutions (the paper's motivation for the prior) get a
+  larger objective and a gradient pulling them back. The iteration starts at DDIM inversion's answer G(x_lo)
+  (one call without gradient), takes ``iterations`` (NR) steps with per-sample step lengths, evaluates the last
+  iterate, and returns the evaluated iterate with the lowest F per sample (with its evaluation, so the noise
+  correction needs no extra call).
   Cost: ``iterations`` + 2 forward calls and ``iterations`` backward passes (``StepSolution.info``).
 
 Gradients inside ComfyUI: the host runs everything under ``torch.inference_mode()``. The newton variant enters
@@ -42,14 +42,14 @@ Gradients inside ComfyUI: the host runs everything under ``torch.inference_mode(
 ``x.detach().clone().requires_grad_(True)``, detaches between iterations and makes its non-gradient calls under
 ``torch.no_grad()``. The model must still have weights usable by autograd (the node clones them); if the
 backward pass fails (inference-tensor weights, kernels without backward such as sage attention or fp8 matmuls,
-out of memory) or the model's output is detached from its input (a model run under ``no_grad``) ``GradientUnavailable`` is raised so the caller can fall back to the released variant or to
-ReNoise.
+out of memory) or the model's output is detached from its input (a model run under ``no_grad``),
+``GradientUnavailable`` is raised so the caller can fall back to the released variant or to ReNoise.
 """
 from __future__ import annotations
 
 import torch
 
-from .problem import Evaluation, StepProblem, StepSolution, StepSolver, batch_rms, keep_where
+from .problem import BestIterate, Evaluation, StepProblem, StepSolution, StepSolver, batch_rms
 from .spaces import per_sample, signal_noise
 
 VARIANTS = ("newton", "released")
@@ -62,11 +62,6 @@ class GradientUnavailable(RuntimeError):
 
 def _detached(ev: Evaluation) -> Evaluation:
     return Evaluation(*(t.detach() for t in (ev.x, ev.denoised, ev.d, ev.image, ev.residual)))
-
-
-def _select(mask: torch.Tensor, new: Evaluation, old: Evaluation) -> Evaluation:
-    return Evaluation(*(keep_where(mask, getattr(new, k), getattr(old, k))
-                        for k in ("x", "denoised", "d", "image", "residual")))
 
 
 class RNRI(StepSolver):
@@ -89,6 +84,13 @@ class RNRI(StepSolver):
             raise ValueError("iterations must be >= 1")
         self.prior_weight = float(prior_weight)
 
+    def expected_calls(self, corrected: bool = False) -> int:
+        """newton: the DDIM start, one per iteration and the evaluation of the last iterate (its answer is
+        evaluated); released: one per iteration, and its answer is not evaluated."""
+        if self.variant == "newton":
+            return self.iterations + 2
+        return self.iterations + int(corrected)
+
     def solve(self, problem: StepProblem) -> StepSolution:
         if self.variant == "released":
             return self._solve_released(problem)
@@ -104,26 +106,22 @@ class RNRI(StepSolver):
         x = problem.x_lo
         a, b = self._prior_scale(problem, x)
         x0 = problem.x0.to(x.dtype)
-        best_y, best_f = None, None
+        best = BestIterate()                        # keeps the y = G(x) with the lowest mean f per sample
         with torch.no_grad():
             for _ in range(self.iterations):
                 problem.monitor.check()
-                y = problem.evaluate(x).image
+                ev = problem.evaluate(x)
+                y = ev.image
                 f = (y - x).abs() + 0.5 * self.prior_weight * ((y - a * x0) / b) ** 2
                 f_mean = f.flatten(1).mean(dim=1)
-                if best_y is None:
-                    best_y, best_f = y, f_mean
-                else:
-                    better = f_mean < best_f
-                    best_y = keep_where(better, y, best_y)
-                    best_f = torch.where(better, f_mean, best_f)
+                best.offer(ev, f_mean)
                 x = x + per_sample(f_mean, x) * torch.sign(y - x)
         batch = x.shape[0]
         nan = torch.full((batch,), float("nan"))
         return StepSolution(
-            x=best_y, iterations=torch.full((batch,), self.iterations, dtype=torch.long), residual=nan,
-            info={"variant": "released", "model_calls": self.iterations, "backward_passes": 0,
-                  "objective": best_f.tolist()},
+            x=best.evaluation.image, iterations=torch.full((batch,), self.iterations, dtype=torch.long),
+            residual=nan, info={"variant": "released", "model_calls": self.iterations, "backward_passes": 0,
+                                "objective": best.score.tolist()},
         )
 
     # -- Newton-Raphson with the model Jacobian ----------------------------------------------------------------
@@ -156,15 +154,11 @@ class RNRI(StepSolver):
         with torch.inference_mode(False), torch.enable_grad():
             with torch.no_grad():
                 x = problem.evaluate(problem.x_lo.clone()).image       # DDIM inversion's answer G(x_lo)
-            best, best_value = None, None
+            best = BestIterate()
             for _ in range(self.iterations):
                 problem.monitor.check()
                 ev, value, grad = self._value_and_grad(problem, x)
-                if best is None:
-                    best, best_value = ev, value
-                else:
-                    better = value < best_value
-                    best, best_value = _select(better, ev, best), torch.where(better, value, best_value)
+                best.offer(ev, value)
                 # (NR) per sample; a sample at its root (F = 0, where the RMS has no gradient) stays put
                 usable = torch.isfinite(grad).flatten(1).all(dim=1) & (value > 0)
                 grad = torch.nan_to_num(grad) * per_sample(usable.to(grad.dtype), grad)
@@ -175,13 +169,12 @@ class RNRI(StepSolver):
             problem.monitor.check()
             with torch.no_grad():
                 ev = problem.evaluate(x)
-                value = self.objective(problem, ev)
-            better = value < best_value
-            best, best_value = _select(better, ev, best), torch.where(better, value, best_value)
-        residual = problem.relative_error(best.residual).detach().cpu()
+                best.offer(ev, self.objective(problem, ev))
+        answer = best.evaluation
+        residual = problem.relative_error(answer.residual).detach().cpu()
         return StepSolution(
-            x=best.x, iterations=torch.full((batch,), self.iterations, dtype=torch.long), residual=residual,
-            evaluation=best,
+            x=answer.x, iterations=torch.full((batch,), self.iterations, dtype=torch.long), residual=residual,
+            evaluation=answer,
             info={"variant": "newton", "model_calls": self.iterations + 2, "backward_passes": self.iterations,
-                  "objective": best_value.tolist()},
+                  "objective": best.score.tolist()},
         )

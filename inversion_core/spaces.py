@@ -67,16 +67,3 @@ def eps_from_derivative(x: torch.Tensor, d: torch.Tensor, sigma, parametrization
     if check_parametrization(parametrization) == "ve":
         return d
     return x + (1.0 - per_sample(sigma, x)) * d
-
-
-def derivative_from_eps(x: torch.Tensor, eps: torch.Tensor, sigma, parametrization: str) -> torch.Tensor:
-    """Inverse of :func:`eps_from_derivative` (flow needs sigma < 1)."""
-    if check_parametrization(parametrization) == "ve":
-        return eps
-    return (eps - x) / (1.0 - per_sample(sigma, x))
-
-
-def prior_nll(x: torch.Tensor, x0: torch.Tensor, sigma, parametrization: str) -> torch.Tensor:
-    """Per-element negative log density (up to a constant) of q(x_sigma | x0) = N(a x0, b^2 I)."""
-    a, b = signal_noise(per_sample(sigma, x), parametrization)
-    return 0.5 * ((x - a * x0) / b) ** 2

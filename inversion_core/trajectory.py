@@ -14,8 +14,8 @@ from typing import Optional
 import torch
 
 from .errors import InversionError, NonFiniteError
-from .monitor import Monitor, SILENT
-from .problem import Denoiser, DenoiseFn, StepProblem, StepSolver, batch_rms
+from .monitor import SILENT, Monitor
+from .problem import DenoiseFn, Denoiser, StepProblem, StepSolver, batch_rms
 from .spaces import check_parametrization, derivative
 from .steps import make_steps
 
@@ -52,10 +52,6 @@ class Inversion:
     @property
     def latent(self) -> torch.Tensor:
         return self.latents[0]
-
-    def per_step_residuals(self):
-        return [s.residual for s in self.stats]
-
 
 def damped_noise(noise: torch.Tensor, target: torch.Tensor, steps: int = 10, step_size: float = 1.8,
                  monitor: Monitor = SILENT) -> torch.Tensor:
@@ -149,10 +145,7 @@ def invert(
             raise NonFiniteError(f"the solver produced NaN/inf at step {step.index}", step.index, step.sigma_hi)
         correction_gap = None
         if step.stochastic and correction != "none":
-            ev = solution.evaluation
-            if ev is None or ev.x is not x_hi:
-                ev = problem.evaluate(x_hi)
-            exact = step.exact_noise(x_lo, x_hi, ev.d)
+            exact = step.exact_noise(x_lo, x_hi, problem.evaluation_at(solution).d)
             if correction == "exact":
                 noises[step.index] = exact
             else:

@@ -20,9 +20,9 @@ from . import runtime, validation
 from .record import INVERSION
 from .schema import PackNode
 
-RECONSTRUCT_HINT = ("To get the image back: KSamplerAdvanced with add_noise disable, the same steps, scheduler, cfg and "
-                    "conditioning, sampler euler, start 0, end 10000 -- or SamplerCustom with add_noise off, the SIGMAS "
-                    "output and KSamplerSelect euler. Inverted Sampler does it in one node.")
+RECONSTRUCT_HINT = ("To get the image back: KSamplerAdvanced with add_noise disable, the same steps, scheduler, cfg "
+                    "and conditioning, sampler euler, start 0, end 10000 -- or SamplerCustom with add_noise off, the "
+                    "SIGMAS output and KSamplerSelect euler. Inverted Sampler does it in one node.")
 
 
 def common_inputs():
@@ -54,7 +54,8 @@ def sigmas_input():
 
 def common_outputs():
     return [
-        io.Latent.Output(id="inverted_latent", display_name="latent", tooltip="The inverted latent. " + RECONSTRUCT_HINT +
+        io.Latent.Output(id="inverted_latent", display_name="latent",
+                         tooltip="The inverted latent. " + RECONSTRUCT_HINT +
                          " For a full inversion of a flow model (SD3, Flux: sigma 1) a LATENT cannot hold it and this "
                          "is zeros: use the NOISE output with SamplerCustomAdvanced."),
         INVERSION.Output(id="inversion", display_name="inversion",
@@ -65,7 +66,8 @@ def common_outputs():
                         "SIGMAS output): it starts sampling exactly at the inverted latent. Works for every model "
                         "type, including full flow-model inversions. Only with this node's SIGMAS: a NOISE is not "
                         "told the schedule, so another one cannot be detected and will not reproduce the image."),
-        io.Sigmas.Output(id="used_sigmas", display_name="sigmas", tooltip="The schedule that was inverted (sampling order)."),
+        io.Sigmas.Output(id="used_sigmas", display_name="sigmas",
+                         tooltip="The schedule that was inverted (sampling order)."),
     ]
 
 
@@ -94,7 +96,7 @@ class InvertNode(InversionNode):
 
     @classmethod
     def solver(cls, model, steps: int, params: dict):
-        """(make_solver, expected model calls per step, settings dict, notes)."""
+        """(make_solver, settings dict, notes); the progress bar's budget is the solver's ``expected_calls``."""
         raise NotImplementedError
 
     @classmethod
@@ -105,7 +107,8 @@ class InvertNode(InversionNode):
         params = {k: validation.finite(node, k, v) if isinstance(v, float) else v for k, v in params.items()}
         schedule = runtime.schedule(node, model, steps, scheduler, denoise, sigmas)
         n_steps = schedule.numel() - 1
-        make_solver, calls_per_step, settings, notes = cls.solver(model, n_steps, params)
+        make_solver, settings, notes = cls.solver(model, n_steps, params)
+        calls_per_step = make_solver().expected_calls()
         settings = dict(settings, steps=n_steps, scheduler=scheduler if sigmas is None else "custom sigmas",
                         denoise=float(denoise) if sigmas is None else None)
         out = cls.run(model, positive, negative, latent, cfg, schedule, make_solver, settings,
@@ -139,7 +142,7 @@ class DDIMInvert(InvertNode):
     @classmethod
     def solver(cls, model, steps, params):
         convention = validation.choice(cls.DISPLAY_NAME, "convention", params["convention"], ("target", "current"))
-        return (lambda: DDIMInversion(convention)), 1, {"convention": convention}, []
+        return (lambda: DDIMInversion(convention)), {"convention": convention}, []
 
 
 class ExactInvert(InvertNode):
@@ -173,7 +176,7 @@ class ExactInvert(InvertNode):
         fallback = "renoise" if params["fallback"] else None
         settings = {"tolerance": tol, "max_calls": max_calls, "memory": memory, "fallback": fallback}
         return (lambda: AdaptiveInversion(tolerance=tol, max_calls=max_calls, memory=memory, fallback=fallback),
-                min(max_calls, 6), settings, [])
+                settings, [])
 
 
 def first_step_sigma(model) -> float:
@@ -198,7 +201,8 @@ class ReNoiseInvert(InvertNode):
             io.Int.Input("average_start", default=8, min=0, max=101,
                          tooltip="First iterate of the averaging window (official 8)."),
             io.Int.Input("average_end", default=10, min=1, max=101,
-                         tooltip="End (exclusive) of the averaging window (official 10: the last two of 9 iterations)."),
+                         tooltip="End (exclusive) of the averaging window (official 10: the last two of 9 "
+                         "iterations)."),
             io.Combo.Input("first_step", options=list(FIRST_STEP_RULES), default="first",
                            tooltip="first: fewer iterations on the first inversion step only, without the DDIM "
                            "estimate in its average. official: the official code's rule (every step below "
@@ -237,7 +241,7 @@ class ReNoiseInvert(InvertNode):
             return ReNoise(iterations=iterations, average=bool(params["average"]), window=window, first_step=rule,
                            first_step_sigma=sigma_250, regularizer=reg, reference_seed=seed)
 
-        return make, iterations + 1 + int(regularize and lambda_kl != 0), settings, []
+        return make, settings, []
 
 
 class EasyInvInvert(InvertNode):
@@ -273,7 +277,7 @@ class EasyInvInvert(InvertNode):
             {"eta": float(params["eta"]), "start": float(params["start"]), "length": float(params["length"])}
         order = validation.choice(node, "order", params["order"], ("before", "after"))
         settings = dict(values, preset=preset, order=order)
-        return (lambda: EasyInv(order=order, **values)), 1, settings, []
+        return (lambda: EasyInv(order=order, **values)), settings, []
 
 
 class RNRIInvert(InvertNode):
@@ -303,8 +307,7 @@ class RNRIInvert(InvertNode):
         variant = validation.choice(cls.DISPLAY_NAME, "variant", params["variant"], RNRI_VARIANTS)
         iterations, weight = int(params["iterations"]), float(params["prior_weight"])
         settings = {"variant": variant, "iterations": iterations, "prior_weight": weight}
-        calls = iterations + 2 if variant == "newton" else iterations
-        return (lambda: RNRI(variant, iterations, weight)), calls, settings, []
+        return (lambda: RNRI(variant, iterations, weight)), settings, []
 
     @classmethod
     def run(cls, model, positive, negative, latent, cfg, schedule, make_solver, settings, expected_calls, notes,

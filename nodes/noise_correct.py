@@ -70,11 +70,9 @@ class NoiseCorrect(InversionNode):
         if solver == "edit_friendly":
             def make():
                 return EditFriendly(seed=int(noise_seed), exact_solver=AdaptiveInversion(max_calls=iterations + 1))
-            per_step = 2
         elif solver == "exact":
             def make():
                 return AdaptiveInversion(max_calls=iterations + 1)
-            per_step = min(iterations + 1, 6) + 1
         else:
             if iterations < 1:
                 validation.fail(node, "iterations", "must be at least 1 for the renoise solver")
@@ -82,7 +80,7 @@ class NoiseCorrect(InversionNode):
 
             def make():
                 return ReNoise(iterations=iterations, window=window)
-            per_step = iterations + 2
+        per_step = make().expected_calls(corrected=True)     # exact and damped both correct the noise
         settings = {"sampler_name": sampler_name, "eta": float(eta), "s_noise": float(s_noise),
                     "noise_seed": int(noise_seed), "correction": correction, "solver": solver,
                     "iterations": iterations, "steps": n_steps, "scheduler": scheduler, "denoise": float(denoise)}

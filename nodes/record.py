@@ -17,20 +17,13 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
-from comfy_api.latest import io
 
-import comfy.model_sampling
+from comfy_api.latest import io
 
 from ..inversion_core.spaces import PARAMETRIZATIONS
 from ..inversion_core.steps import STEP_KINDS, make_steps
 
 INVERSION = io.Custom("INVERSION")
-
-
-def parametrization_of(model) -> str:
-    """"flow" for rectified-flow models (CONST: SD3, Flux, ...), else "ve" -- read patch-aware."""
-    model_sampling = model.get_model_object("model_sampling")
-    return "flow" if isinstance(model_sampling, comfy.model_sampling.CONST) else "ve"
 
 
 def model_fingerprint(model) -> tuple[str, str]:

@@ -7,7 +7,9 @@ masks, ControlNet, hooks, wrappers and ``process_latent_in/out`` all stay ComfyU
 ``inversion_core.trajectory.invert`` with ``denoise = lambda x, sigma: model_wrap(x, sigma, **extra_args)``
 (the CFG-combined x0 prediction in the internal latent space).
 
-Hand-off to stock samplers (``docs``: comfyui-host.md 2.5-2.6):
+Hand-off to stock samplers (ComfyUI's ``KSAMPLER.sample`` in ``comfy/samplers.py`` starts from
+``model_sampling.noise_scaling(sigma_0, noise, latent, max_denoise)`` and returns
+``model_sampling.inverse_noise_scaling(sigma_last, x)``):
 
 * LATENT (path A): ``process_out(inverse_noise_scaling(sigma_N, x_N))`` -- what KSamplerAdvanced (add_noise
   disable) / SamplerCustom (add_noise off) turn back into x_N. For flow models at sigma_N = 1 it cannot exist.
@@ -150,13 +152,6 @@ def is_max_denoise(model_sampling, sigma: float) -> bool:
     """``comfy.samplers.Sampler.max_denoise`` for a given first sigma."""
     max_sigma = float(model_sampling.sigma_max)
     return math.isclose(max_sigma, float(sigma), rel_tol=1e-05) or float(sigma) > max_sigma
-
-
-def latent_in(model, samples: torch.Tensor) -> torch.Tensor:
-    """What the guider hands a sampler: process_latent_in(L) if L has a nonzero element, else L."""
-    if torch.count_nonzero(samples) > 0:
-        return model.get_model_object("process_latent_in")(samples)
-    return samples
 
 
 class InversionNoise:
@@ -432,7 +427,8 @@ def autograd_model(model):
     """(clone, n_wrapped): a MODEL clone whose comfy.ops weights and biases go through :func:`_private_weight`.
 
     Inside ComfyUI's ``torch.inference_mode()`` the loaded weights are inference tensors that autograd cannot save
-    for backward; the wrappers make every layer use a private copy (host-setup.md 7.2 "W", comfyui-host.md 3.4).
+    for backward; the wrappers make every layer use a private copy, made per forward where ``comfy.ops`` casts the
+    layer's weight.
     Weight wrappers live on the clone only (``ModelPatcher.clone`` copies the patch dicts), so the caller's MODEL is
     untouched. Newer ComfyUI: a dynamic-VRAM patcher is first swapped for its non-dynamic delegate.
     """
@@ -449,11 +445,3 @@ def autograd_model(model):
                 clone.add_weight_wrapper(f"{name}.{kind}", _private_weight)
                 wrapped += 1
     return clone, wrapped
-
-
-def is_autograd_failure(error: BaseException) -> bool:
-    """Errors that mean "backward is unavailable here" (inference tensors, kernels without backward)."""
-    text = str(error).lower()
-    keys = ("inference tensor", "does not require grad", "does not have a grad_fn", "derivative for",
-            "not implemented for", "backward", "autograd")
-    return isinstance(error, (RuntimeError, NotImplementedError)) and any(k in text for k in keys)

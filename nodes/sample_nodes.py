@@ -9,13 +9,13 @@
 from __future__ import annotations
 
 import torch
-from comfy_api.latest import io
 
 import comfy.model_management
 import comfy.sample
 import comfy.samplers
 import comfy.utils
 import latent_preview
+from comfy_api.latest import io
 
 from ..inversion_core.adaptive import AdaptiveInversion
 from ..inversion_core.ddim import DDIMInversion

@@ -13,7 +13,7 @@ import math
 import torch
 
 from ..inversion_core.errors import InversionError, NonFiniteError
-from .record import model_fingerprint
+from .record import InversionRecord, model_fingerprint
 
 
 class NodeInputError(ValueError):
@@ -170,8 +170,6 @@ def inversion_for_model(node: str, name: str, record, model) -> None:
 def inversion(node: str, name: str, value):
     """An INVERSION made by this pack's nodes and still consistent (re-checked: a record is a mutable Python object
     that another custom node may have changed on its way here)."""
-    from .record import InversionRecord  # local: record imports this module
-
     if not isinstance(value, InversionRecord):
         fail(node, name, f"is a {type(value).__name__}, not an INVERSION -- connect the inversion output of an "
                          "invert node")

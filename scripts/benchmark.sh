@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The host benchmark (issue #6): provision the CPU ComfyUI host (idempotent), then run benchmarks/host_benchmark.py
+# The host benchmark: provision the CPU ComfyUI host (idempotent), then run benchmarks/host_benchmark.py
 # with the host's python. It prints the tables and writes benchmarks/RESULTS.md, benchmarks/host_results.json and
 # benchmarks/psnr_vs_calls.png.
 #   bash scripts/benchmark.sh                       # everything (about 10 min on 2 shared CPU cores)

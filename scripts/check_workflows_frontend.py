@@ -143,7 +143,7 @@ def main(argv=None) -> int:
             browser.wait(timeout=20)
             server.stop()
     failures = 0
-    for name, result in zip(names, results):
+    for name, result in zip(names, results, strict=True):
         twin = json.loads((wf_dir / "api" / f"{name}.json").read_text())
         if "error" in result:
             print(f"FAIL {name}: {result['error']}")

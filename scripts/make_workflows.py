@@ -287,7 +287,8 @@ def sd15_renoise() -> Flow:
         "**ReNoise.** Each of the 50 inverse steps re-noises `iterations` times with the model and averages the "
         "last estimates (`average_start`..`average_end`, here the last two of 3). `regularize` (pair + patch-KL "
         "losses) keeps the noise Gaussian-like so edits work; it costs one extra model call per step and "
-        "reconstruction accuracy (20 dB or more on the test models: turn it off to reconstruct only). The official SDXL-Turbo setting is 9 iterations, window 8..10.\n\n"
+        "reconstruction accuracy (20 dB or more on the test models: turn it off to reconstruct only). "
+        "The official SDXL-Turbo setting is 9 iterations, window 8..10.\n\n"
         "`steps`, `scheduler` and `cfg` must match when sampling back: Inverted Sampler takes them from the "
         "INVERSION."),
         **invert_inputs(s.ckpt, s.pos, s.neg, s.latent, steps=50, scheduler="ddim_uniform"),

@@ -37,6 +37,8 @@ if [[ $# -eq 0 && -z "${COMFYUI_DIR:-}" && -z "${EXACT_INVERSION_HORDE_VERSION:-
 fi
 
 use_host "${EXACT_INVERSION_HORDE_VERSION:-}"
+# Lint first (pyproject.toml [tool.ruff]): any finding fails the test command.
+"$COMFYUI_PYTHON" -m ruff check "$ROOT"
 # With arguments, pytest falls back to testpaths (= tests, pyproject.toml) unless they name paths, so
 # `scripts/test.sh tests/test_host.py -x` runs just that file.
 if [[ $# -gt 0 ]]; then

@@ -100,7 +100,7 @@ def main(argv=None) -> int:
                                 status_for(1, "original"), printer, names)
         server_out = base / "output"
         originals = _saved_images(server_out, run.outputs, "save")
-        for name, image in zip(photos, originals):
+        for name, image in zip(photos, originals, strict=True):
             image.save(out / "images" / f"{name}_original.png")
         printer.line(f"[1/{n}] original: {len(originals)} photos loaded in {run.seconds:.1f} s")
 
@@ -112,8 +112,8 @@ def main(argv=None) -> int:
             report = run.outputs["report"]["report"][0]
             summary = (run.outputs.get("invert", {}).get("inversion") or [{}])[0]   # the invert node's own ui
             images = _saved_images(server_out, run.outputs, "save")
-            pixel = [render.psnr_8bit(np.asarray(a), np.asarray(b)) for a, b in zip(originals, images)]
-            for name, image in zip(photos, images):
+            pixel = [render.psnr_8bit(np.asarray(a), np.asarray(b)) for a, b in zip(originals, images, strict=True)]
+            for name, image in zip(photos, images, strict=True):
                 image.save(out / "images" / f"{name}_{method.key}.png")
             landing = report["landing_error"]
             per_step = [statistics.fmean(step["error"]) for step in landing]

@@ -239,7 +239,7 @@ def main(argv=None):
         optimizer.step()
         decay = min(args.ema, (1 + step) / (10 + step))
         with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), net.parameters()):
+            for p_ema, p in zip(ema.parameters(), net.parameters(), strict=True):
                 p_ema.lerp_(p, 1 - decay)
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if step % 50 == 0 or step == args.steps - 1:

@@ -281,7 +281,8 @@ ext = asyncio.run(mod.comfy_entrypoint())
 assert isinstance(ext, ComfyExtension), type(ext)
 node_list = asyncio.run(ext.get_node_list())
 assert node_list == list(mod.nodes.NODE_LIST)
-out = [{"class": c.__qualname__, "node_id": c.GET_SCHEMA().node_id, "v3": issubclass(c, io.ComfyNode)} for c in node_list]
+out = [{"class": c.__qualname__, "node_id": c.GET_SCHEMA().node_id, "v3": issubclass(c, io.ComfyNode)}
+       for c in node_list]
 print("PACK_NODES=" + json.dumps(out))
 """
 
@@ -562,10 +563,13 @@ class InProcessComfy(_RunnerBase):
         args.disable_api_nodes = True
         if "folder_paths" in sys.modules:
             raise RuntimeError("folder_paths was imported before the in-process fixture set base_directory")
+        # the order matters: folder_paths and ComfyUI's utils package before nodes shadows `utils`
+        # isort: off
         import folder_paths  # noqa: F401
         import utils.extra_config  # noqa: F401  (ComfyUI's utils package, before nodes shadows `utils`)
         import execution
         import nodes
+        # isort: on
 
         self.execution, self.nodes = execution, nodes
         self.import_failed = asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))

@@ -1,4 +1,4 @@
-"""Bad input through the real ComfyUI server (issue #7): what a user sees when a graph is wrong.
+"""Bad input through the real ComfyUI server: what a user sees when a graph is wrong.
 
 Two layers answer a bad input:
 
@@ -27,7 +27,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import comfy_harness as ch  # noqa: E402
-import test_nodes_common as c  # noqa: E402
+import node_graphs as c  # noqa: E402
 
 _SEEDS = itertools.count(1000)
 

@@ -1,4 +1,4 @@
-"""Load through the real server (issue #7): 100 queued prompts, memory growth bounded; memory after interrupts.
+"""Load through the real server: 100 queued prompts, memory growth bounded; memory after interrupts.
 
 Memory is the server process's resident set size (psutil on ``server.proc.pid``; the server is ``main.py`` itself).
 ComfyUI keeps by design: the loaded models, the outputs of the last prompt's nodes (CLASSIC cache) and a history
@@ -25,7 +25,7 @@ torch = pytest.importorskip("torch")
 psutil = pytest.importorskip("psutil")
 
 import comfy_harness as ch  # noqa: E402
-import test_nodes_common as c  # noqa: E402
+import node_graphs as c  # noqa: E402
 
 PROMPTS = 100
 WARMUP = 20
@@ -123,15 +123,15 @@ def test_interrupted_runs_leave_no_tensors_behind(executor):
         progress = {"steps": 0}
 
         def on_step(*args, **kwargs):   # the 5th per-step preview raises the interrupt flag
-            progress["steps"] += 1
-            if progress["steps"] == 5:
+            progress["steps"] += 1          # noqa: B023  (called only inside this iteration's run)
+            if progress["steps"] == 5:      # noqa: B023
                 mm.interrupt_current_processing(True)
 
         import latent_preview
         original = latent_preview.prepare_callback
 
         def prepare_callback(model, steps, *args, **kwargs):
-            inner = original(model, steps, *args, **kwargs)
+            inner = original(model, steps, *args, **kwargs)   # noqa: B023  (restored at the end of the iteration)
 
             def callback(*a, **k):
                 on_step()

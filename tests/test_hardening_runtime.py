@@ -1,4 +1,4 @@
-"""Numerical safety, interrupts, leaks, determinism and caching of the nodes in a real ComfyUI (issue #7).
+"""Numerical safety, interrupts, leaks, determinism and caching of the nodes in a real ComfyUI.
 
 Models (all real ComfyUI MODELs):
 * ``tiny``: the 32-channel SD1.5-layout UNet file loaded by the stock ``UNETLoader`` (random weights; fast);
@@ -30,7 +30,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import comfy_harness as ch  # noqa: E402
-import test_nodes_common as c  # noqa: E402
+import node_graphs as c  # noqa: E402
 
 EVAL_LATENTS = ch.REPO_ROOT / "testbed" / "data" / "eval_latents.safetensors"
 
@@ -367,7 +367,7 @@ def test_no_node_changes_the_callers_model(server):
     g, after = graph("probe")
     out_c, status = run_with_status(server, fresh_except(g.to_api(), keep=["model"]))
     assert "model" in status["execution_cached"]["nodes"], "the MODEL was reloaded: the test would prove nothing"
-    for a, b in zip(before, after):
+    for a, b in zip(before, after, strict=True):
         ta, tb = server.load_tensor(out_a, a), server.load_tensor(out_c, b)
         assert torch.equal(ta, tb), f"the MODEL changed: max |diff| {(ta - tb).abs().max()}"
 
@@ -495,7 +495,7 @@ def test_interrupt_mid_inversion(server, narrow_before, node_id):
     # the next prompt works and the (cached, same) MODEL gives bit-identical outputs
     after, status = _narrow_probe(server, "intr_after")
     assert "model" in status["execution_cached"]["nodes"]
-    for a, b in zip(narrow_before, after):
+    for a, b in zip(narrow_before, after, strict=True):
         assert torch.equal(a, b), "the MODEL changed"
 
 

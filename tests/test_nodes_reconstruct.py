@@ -1,8 +1,8 @@
 """Invert nodes in the real host: the stock samplers reproduce the inverted latent.
 
-Paths (comfyui-host.md 2.6): A = the LATENT output into KSamplerAdvanced (add_noise disable, start 0, end 10000)
-or SamplerCustom (add_noise off, the SIGMAS output, euler); B = the NOISE output into SamplerCustomAdvanced with
-a stock CFGGuider, euler, the SIGMAS output and the input latent; plus Inverted Sampler.
+Paths (the hand-offs of ``nodes/runtime.py``): A = the LATENT output into KSamplerAdvanced (add_noise disable,
+start 0, end 10000) or SamplerCustom (add_noise off, the SIGMAS output, euler); B = the NOISE output into
+SamplerCustomAdvanced with a stock CFGGuider, euler, the SIGMAS output and the input latent; plus Inverted Sampler.
 
 PSNR thresholds (InvTestCompare: peak = per-sample max |latent|, latents in external space), justified per model:
 
@@ -28,7 +28,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import comfy_harness as ch  # noqa: E402
-import test_nodes_common as c  # noqa: E402
+import node_graphs as c  # noqa: E402
 
 ANALYTIC_STEPS = 16
 SD15_STEPS = 6
@@ -87,7 +87,8 @@ def test_exact_invert_narrow_sd15(executor, patch):
     s = c.summary(out, inv)
     pa, pb = c.psnr(out, a)[0], c.psnr(out, b)[0]
     print(f"\n[{patch}] exact invert, narrow SD1.5, {SD15_STEPS} steps: KSamplerAdvanced {pa:.1f} dB, "
-          f"SamplerCustomAdvanced+NOISE {pb:.1f} dB, {s['model_calls']} model calls, max residual {s['max_residual']:.2g}")
+          f"SamplerCustomAdvanced+NOISE {pb:.1f} dB, {s['model_calls']} model calls, "
+          f"max residual {s['max_residual']:.2g}")
     assert pb >= 40.0
     if patch not in c.FLOW:
         assert pa >= 40.0
@@ -284,7 +285,8 @@ def test_cfg_above_one_reproduces_with_same_cfg(executor):
     other = c.ksampler_advanced(g, m, pos, neg, inv.out(c.LATENT), SD15_STEPS, cfg=1.0)
     a, b = c.compare(g, lat, same), c.compare(g, lat, other)
     out = c.run(executor, g)
-    print(f"\ncfg 3 inversion: sampled back with cfg 3 {c.psnr(out, a)[0]:.1f} dB, with cfg 1 {c.psnr(out, b)[0]:.1f} dB")
+    print(f"\ncfg 3 inversion: sampled back with cfg 3 {c.psnr(out, a)[0]:.1f} dB, "
+          f"with cfg 1 {c.psnr(out, b)[0]:.1f} dB")
     assert c.psnr(out, a)[0] >= 40.0
     assert c.psnr(out, b)[0] < c.psnr(out, a)[0] - 10.0
 

@@ -23,7 +23,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import comfy_harness as ch  # noqa: E402
-import test_nodes_common as c  # noqa: E402
+import node_graphs as c  # noqa: E402
 
 
 def _replay_graph(g, kind, patch, sampler_name, steps, **params):
@@ -80,7 +80,8 @@ def test_noise_correct_replay_narrow_sd15(executor, sampler_name):
 def test_noise_correct_damped_and_renoise_solver(executor):
     """ReNoise's damped correction and the ReNoise solver run; damped noise is not exact, so it reproduces less
     well than (or as well as) the exact correction. With the ReNoise solver the noise-free last step (sigma -> 0)
-    is only solved to ReNoise's accuracy: ~32 dB measured (required >= 25 dB), damped ~19 dB."""
+    is only solved to ReNoise's accuracy: 32.2 dB measured (required >= 25 dB); damped 19.1 dB (required >= 17 dB,
+    a 2 dB margin)."""
     g = ch.Graph()
     *_, exact_inv, exact_rec, _ = _replay_graph(g, "analytic", "lcm", "lcm", 8, solver="renoise", iterations=6)
     *_, damped_inv, damped_rec, _ = _replay_graph(g, "analytic", "lcm", "lcm", 8, solver="renoise", iterations=6,
@@ -89,7 +90,7 @@ def test_noise_correct_damped_and_renoise_solver(executor):
     pe, pd = c.psnr(out, exact_rec)[0], c.psnr(out, damped_rec)[0]
     print(f"\nrenoise solver: exact correction {pe:.1f} dB, damped {pd:.1f} dB")
     assert pe >= 25.0
-    assert pd <= pe + 1e-6 and pd > 0.0
+    assert pd <= pe + 1e-6 and pd >= 17.0
     assert c.summary(out, damped_inv)["settings"]["correction"] == "damped"
 
 

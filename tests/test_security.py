@@ -1,4 +1,4 @@
-"""Security (issue #7): the pack loads nothing with pickle, reaches no network, evaluates no code, and validates an
+"""Security: the pack loads nothing with pickle, reaches no network, evaluates no code, and validates an
 INVERSION before using it.
 
 * Static: the pack's shipped code (``__init__.py``, ``nodes/``, ``inversion_core/``) is parsed (AST, so docstrings
@@ -128,7 +128,7 @@ try:  # the static checks above run without torch; everything below needs the Co
     import torch
 except ImportError:  # pragma: no cover
     torch = None
-import test_nodes_common as c  # noqa: E402
+import node_graphs as c  # noqa: E402
 
 pytestmark_torch = pytest.mark.skipif(torch is None, reason="needs torch (the ComfyUI host)")
 

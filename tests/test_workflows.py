@@ -189,7 +189,7 @@ def standin_prompt(api: dict, object_info: dict, name: str):
             del prompt[node_id]
         elif kind in ("LoraLoaderModelOnly", "LoraLoader"):
             model = inputs["model"]
-            _redirect(prompt, node_id, lambda slot: model)
+            _redirect(prompt, node_id, lambda slot, model=model: model)
             del prompt[node_id]
         elif kind == "SaveImage":
             source = api[inputs["images"][0]]
@@ -205,7 +205,8 @@ def standin_prompt(api: dict, object_info: dict, name: str):
     while changed:
         changed = False
         for node_id in list(prompt):
-            if any(isinstance(v, list) and len(v) == 2 and v[0] not in prompt for v in prompt[node_id]["inputs"].values()):
+            links = prompt[node_id]["inputs"].values()
+            if any(isinstance(v, list) and len(v) == 2 and v[0] not in prompt for v in links):
                 del prompt[node_id]
                 changed = True
     outputs = [k for k, v in prompt.items() if object_info[v["class_type"]].get("output_node")]
@@ -290,10 +291,10 @@ def test_api_twin_runs_with_standin_models(server, object_info, name):
 @pytest.mark.server
 @pytest.mark.parametrize("name", sorted(n for n in NAMES if n not in EXACT_WORKFLOWS))
 def test_sampling_back_wiring_with_the_exact_solver(server, object_info, name):
-    if name in WIRING_SKIP:
-        pytest.skip(WIRING_SKIP[name])
     """The approximate methods cannot reconstruct on the random-weight stand-in UNet, so their workflows' sampling
     paths are checked with the inversion swapped for the exact solver (see ``swapped_to_exact``)."""
+    if name in WIRING_SKIP:
+        pytest.skip(WIRING_SKIP[name])
     prompt, checks = standin_prompt(_api(name), object_info, name)
     prompt, swapped = swapped_to_exact(prompt)
     assert swapped, f"{name}: nothing to swap; list it in EXACT_WORKFLOWS"

@@ -76,7 +76,7 @@ def test_batch_equals_single_runs_with_per_sample_stopping():
     singles = [reconstruct(gmm, x0[i:i + 1], VE_SIGMAS, solver)[0] for i in range(2)]
     for i, single in enumerate(singles):
         torch.testing.assert_close(inv.latent[i:i + 1], single.latent, rtol=1e-7, atol=1e-7)
-        for s_batch, s_single in zip(inv.stats, single.stats):
+        for s_batch, s_single in zip(inv.stats, single.stats, strict=True):
             assert s_batch.iterations[i] == s_single.iterations[0]
     per_sample = torch.tensor([s.iterations for s in inv.stats])      # [steps, 2]
     assert per_sample.sum(dim=0)[1] != per_sample.sum(dim=0)[0]         # each sample stopped on its own

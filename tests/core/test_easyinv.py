@@ -108,10 +108,15 @@ def test_reconstruction(parametrization):
                          ("sd1-after", EasyInv.preset("sd1", order="after")), ("sdxl", EasyInv.preset("sdxl"))]:
         inv = invert(den, x0, sigmas, solver, parametrization=parametrization)
         results[name] = psnr(x0, sample(den, inv.latent, sigmas, parametrization=parametrization))
-    # measured (float64, N = 10): ve DDIM 25.5, EasyInv 25.3-25.6 dB; flow DDIM 38.9, sd1 33.1-33.6, sdxl 37.9.
-    # On an exact model blending cannot beat DDIM; it is meant for noisy (half-precision) models.
-    for name in ("sd1", "sd1-after", "sdxl"):
-        assert (results[name] > results["ddim"] - 7).all() and (results[name] > 20).all(), (name, results)
+    # On an exact model blending cannot beat DDIM by much; it is meant for noisy (half-precision) models. Measured
+    # (float64, N = 10, 3 latents): ve DDIM 23.4-24.9 dB, EasyInv within 0.2 dB of it; flow DDIM 36.6-38.3 dB, sd1
+    # 5.3 dB below it, sd1-after 5.8, sdxl 1.0. Bounds: the measured loss against DDIM plus 1 dB, and the measured
+    # worst image less 1 dB.
+    allowed_loss = {"ve": {"sd1": 1.0, "sd1-after": 1.2, "sdxl": 1.0},
+                    "flow": {"sd1": 6.3, "sd1-after": 6.8, "sdxl": 2.0}}[parametrization]
+    floor = {"ve": 22.1, "flow": 29.8}[parametrization]
+    for name, loss in allowed_loss.items():
+        assert (results[name] > results["ddim"] - loss).all() and (results[name] > floor).all(), (name, results)
 
 
 @pytest.mark.parametrize("parametrization", ["ve", "flow"])

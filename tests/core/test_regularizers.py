@@ -138,16 +138,47 @@ def test_works_inside_inference_mode_and_checks_the_monitor():
     assert (out - eps).abs().max() > 1e-2
 
 
-def test_seeded_shifts_and_the_official_draw():
+def test_seeded_shifts():
     eps = smooth((1, 4, 32, 32))
     a, b = NoiseRegularizer(seed=1), NoiseRegularizer(seed=1)
     assert torch.equal(a(eps, eps), b(eps, eps))
     assert not torch.equal(NoiseRegularizer(seed=2)(eps, eps), b(eps, eps))
-    # official draw: one shift per field from [0, H/2) for both axes, so a zero shift occurs (r = 0 -> (mean e^2)^2)
-    g = gen(0)
-    draws = torch.cat([torch.randint(0, 4, (4,), generator=g) for _ in range(50)])
-    assert (draws == 0).any()
-    assert torch.isfinite(pair_loss(eps, gen(0), official_rolls=True)).all()
+
+
+def _official_pair_loss(eps, generator):
+    """pix2pix-zero's / ReNoise's ``auto_corr_loss`` written out for one sample and channel at a time: a pyramid
+    per channel until H <= 8, at each scale ONE shift r from [0, H/2) used for both axes,
+    (mean(e * roll_H(e, r)))^2 + (mean(e * roll_W(e, r)))^2. The official code draws r inside that loop; here the
+    draws are taken first, in the pack's order (scale by scale, one per field, shared by the batch), so that the
+    two can be compared with the same generator."""
+    fields = eps.reshape(eps.shape[0], -1, *eps.shape[-2:])
+    shifts, h = [], fields.shape[-2]
+    while True:
+        shifts.append(torch.randint(0, max(h // 2, 1), (fields.shape[1],), generator=generator))
+        if h <= 8:
+            break
+        h //= 2
+    terms = torch.zeros(eps.shape[0], dtype=eps.dtype)
+    for b in range(fields.shape[0]):
+        for c in range(fields.shape[1]):
+            noise = fields[b:b + 1, c:c + 1]
+            for scale in shifts:
+                r = int(scale[c])
+                terms[b] += (noise * torch.roll(noise, shifts=r, dims=2)).mean() ** 2
+                terms[b] += (noise * torch.roll(noise, shifts=r, dims=3)).mean() ** 2
+                if noise.shape[2] <= 8:
+                    break
+                noise = F.avg_pool2d(noise, kernel_size=2)
+    return terms, torch.cat(shifts)
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 32, 32), (1, 4, 16, 16), (2, 4, 2, 16, 16)])
+def test_official_rolls_match_the_official_loss(shape):
+    eps = white(shape, 0, torch.float64)
+    expected, shifts = _official_pair_loss(eps, gen(5))
+    assert (shifts == 0).any()             # a zero shift occurs: the term (mean e^2)^2 of the official draw
+    assert torch.allclose(pair_loss(eps, gen(5), official_rolls=True), expected, rtol=1e-10)
+    assert not torch.allclose(pair_loss(eps, gen(5)), expected)       # our default draw differs
 
 
 def test_off_scale_input_scale_invariant_option():

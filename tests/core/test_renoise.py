@@ -106,7 +106,7 @@ def test_batch_equals_single_runs(shape, parametrization):
     batch = invert(den, x0, sigmas, solver(), parametrization=parametrization)
     for b in range(3):
         single = invert(den, x0[b:b + 1], sigmas, solver(), parametrization=parametrization)
-        for got, expected in zip(batch.latents, single.latents):
+        for got, expected in zip(batch.latents, single.latents, strict=True):
             assert torch.allclose(got[b:b + 1], expected, rtol=1e-9, atol=1e-9)
     assert batch.latent.shape == x0.shape
 

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from inversion_core import GaussianMixture, DDIMInversion, invert, sample
+from inversion_core import DDIMInversion, GaussianMixture, invert, sample
 from inversion_core.renoise import ReNoise
 from inversion_core.steps import STEP_KINDS, make_steps
 
@@ -99,7 +99,7 @@ def test_exact_noise_correction_replays(parametrization, kind):
     rec, trajectory = sample(den, inv.latent, sigmas, step_kind=kind, parametrization=parametrization,
                              noises=inv.noises, return_trajectory=True)
     assert rms(rec - x0).max() < 1e-6
-    for replayed, stored in zip(trajectory, inv.latents):
+    for replayed, stored in zip(trajectory, inv.latents, strict=True):
         assert rms(replayed - stored).max() < 1e-6
     assert max(max(s.noise_correction) for s in inv.stats) == 0.0
     # without the correction DDIM's latents do not replay, so the check above is not vacuous

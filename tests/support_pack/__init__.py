@@ -29,16 +29,15 @@ import math
 import os
 import re
 
-import torch
 import safetensors.torch
+import torch
 
 import comfy.model_management
 import comfy.sample
 import comfy.samplers
 import folder_paths
 
-from . import analytic_models as am
-from . import inv_test_models as itm
+from . import analytic_models as am, inv_test_models as itm
 
 itm.register_tiny_config()
 
@@ -207,7 +206,8 @@ class InvTestProbeDenoiser:
             cond = positive[0][0].to(dev).expand(x.shape[0], *positive[0][0].shape[1:])
             out = bm.process_latent_out(bm.apply_model(x, s, c_crossattn=cond).float())
         ms = model.get_model_object("model_sampling")
-        ui = {"model_sampling": [c.__name__ for c in type(ms).__mro__ if c.__module__.split(".")[0] not in ("torch", "builtins")],
+        ui = {"model_sampling": [c.__name__ for c in type(ms).__mro__
+                                 if c.__module__.split(".")[0] not in ("torch", "builtins")],
               "parametrization": [am.parametrization_of(ms)]}
         return {"ui": ui, "result": ({"samples": out.to(comfy.model_management.intermediate_device())},)}
 
@@ -230,11 +230,12 @@ class InvTestCompare:
         rms = diff.square().mean(dim=1).sqrt()
         ref_rms = x.reshape(x.shape[0], -1).square().mean(dim=1).sqrt()
         peak = x.reshape(x.shape[0], -1).abs().amax(dim=1)
-        psnr = [20.0 * math.log10(p / r) if r > 0 else math.inf for p, r in zip(peak.tolist(), rms.tolist())]
+        psnr = [20.0 * math.log10(p / r) if r > 0 else math.inf
+                for p, r in zip(peak.tolist(), rms.tolist(), strict=True)]
         ui = {
             "psnr": psnr,
             "rms": rms.tolist(),
-            "rel_rms": [r / q if q > 0 else math.inf for r, q in zip(rms.tolist(), ref_rms.tolist())],
+            "rel_rms": [r / q if q > 0 else math.inf for r, q in zip(rms.tolist(), ref_rms.tolist(), strict=True)],
             "max_abs": diff.abs().amax(dim=1).tolist(),
             "shape": list(x.shape),
         }
@@ -278,5 +279,6 @@ NODE_CLASS_MAPPINGS = {
     "InvTestSaveTensor": InvTestSaveTensor,
 }
 from .learned_nodes import NODE_CLASS_MAPPINGS as _LEARNED_NODES  # noqa: E402  (learned model, eval latents, full UNets)
+
 NODE_CLASS_MAPPINGS.update(_LEARNED_NODES)
 NODE_DISPLAY_NAME_MAPPINGS = {k: k.replace("InvTest", "InvTest ") for k in NODE_CLASS_MAPPINGS}

@@ -20,7 +20,7 @@ A *provider* is any object with ``denoiser(parametrization) -> fn(x [B, *shape],
 Providers are built outside inference mode, so their tensors are normal tensors and usable under autograd.
 Caveat: so the MODEL is differentiable even inside ComfyUI's ``torch.inference_mode()`` prompt (checked:
 ``autograd.grad`` through ``model.model.apply_model`` works with no recipe). It does NOT reproduce the
-"Inference tensors cannot be saved for backward" trap of loaded UNet weights (host-setup.md section 7): test
+"Inference tensors cannot be saved for backward" trap of UNet weights loaded under inference mode: test
 gradient code on ``InvTestTinyModel`` / the narrow UNet as well.
 
 The Gaussian-mixture MODEL uses ``GaussianMixture.random(shape, components, seed)`` for every shape: the
@@ -106,7 +106,7 @@ class DenoiserBaseModel(comfy.model_base.BaseModel):
             self._providers[shape] = provider
         return provider
 
-    def _apply_model(self, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
+    def _apply_model(self, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options=None, **kwargs):
         sigma = t
         ms = self.model_sampling
         fn = self.provider_for(x.shape[1:]).denoiser(parametrization_of(ms))
@@ -144,17 +144,21 @@ def make_denoiser_model(provider_factory, channels: int = 4, latent_format: str 
     config = DenoiserModelConfig(int(channels), latent_format, settings)
     mm = comfy.model_management
     model = DenoiserBaseModel(config, model_type, provider_factory).to(mm.unet_offload_device())
-    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
+                                            offload_device=mm.unet_offload_device())
 
 
 def gaussian_mixture(shape, components: int = 3, seed: int = 0):
     """The mixture the analytic MODEL and InvTestAnalyticLatent share for a latent shape (C, H, W)."""
     analytic = import_repo_module("inversion_core.analytic")
-    return analytic.GaussianMixture.random(shape=tuple(shape), components=int(components), seed=int(seed), dtype=torch.float64)
+    return analytic.GaussianMixture.random(shape=tuple(shape), components=int(components), seed=int(seed),
+                                           dtype=torch.float64)
 
 
-def gmm_model(seed: int = 0, components: int = 3, channels: int = 4, latent_format: str = "sd15", sampling: str = "eps"):
-    return make_denoiser_model(lambda shape: gaussian_mixture(shape, components, seed), channels, latent_format, sampling)
+def gmm_model(seed: int = 0, components: int = 3, channels: int = 4, latent_format: str = "sd15",
+              sampling: str = "eps"):
+    return make_denoiser_model(lambda shape: gaussian_mixture(shape, components, seed), channels, latent_format,
+                               sampling)
 
 
 # --- Hook for a learned denoiser ------------------------------------------------------------------------------------

@@ -28,8 +28,8 @@ def main(comfy_dir: str, models_dir: str) -> None:
     from comfy.cli_args import args
 
     args.cpu = True  # before comfy.model_management is imported
-    import torch
     import safetensors.torch
+    import torch
 
     import inv_test_models as itm  # this script's own directory is sys.path[0]
 

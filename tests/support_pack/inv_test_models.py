@@ -82,4 +82,5 @@ def tiny_model_patcher(seed: int):
     """An in-memory MODEL (``ModelPatcher``) of the tiny config, as ``comfy.sd.load_diffusion_model`` builds one."""
     mm = comfy.model_management
     model = build_base_model(TinySD15, TINY_UNET, seed).to(mm.unet_offload_device())
-    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
+                                            offload_device=mm.unet_offload_device())

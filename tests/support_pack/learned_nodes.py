@@ -132,7 +132,8 @@ def full_unet_patcher(architecture: str, dtype: str = "fp16", seed: int = 0):
                     if isinstance(sub, (torch.nn.GroupNorm, torch.nn.LayerNorm)):
                         p.fill_(1.0 if name == "weight" else 0.0)
                     else:
-                        p.copy_(torch.randn(p.shape, generator=g, device=device, dtype=torch.float32).to(p.dtype) * 0.02)
+                        noise = torch.randn(p.shape, generator=g, device=device, dtype=torch.float32)
+                        p.copy_(noise.to(p.dtype) * 0.02)
         model.to(mm.unet_offload_device())
     return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=mm.unet_offload_device())
 
