@@ -48,6 +48,7 @@ class Inversion:
     parametrization: str
     method: str
     model_calls: int = 0
+    verification: Optional[object] = None   # ``verified.Verification`` when the run was verified end to end
 
     @property
     def latent(self) -> torch.Tensor:
