@@ -34,6 +34,7 @@ import latent_preview
 
 from ..inversion_core.monitor import Monitor
 from ..inversion_core.trajectory import invert
+from ..inversion_core.verified import invert_verified
 from . import validation
 from .record import InversionRecord, model_fingerprint
 
@@ -191,8 +192,26 @@ def describe_run(result) -> str:
     residuals = [r for r in residuals if math.isfinite(r)]
     worst = f"{max(residuals):.2g}" if residuals else "unknown"
     fallbacks = sum(1 for s in result.stats if any(s.fallback or []))
-    return (f"inverted {len(result.stats)} steps, batch {result.latent.shape[0]}, {result.model_calls} model calls, "
+    line = (f"inverted {len(result.stats)} steps, batch {result.latent.shape[0]}, {result.model_calls} model calls, "
             f"worst landing error {worst}, {fallbacks} step(s) with a fallback")
+    if result.verification is not None:
+        line += "; verified: " + result.verification.describe()
+    return line
+
+
+def verification_stats(verification) -> Optional[dict]:
+    """The end-to-end check of a verified run as JSON-safe INVERSION stats (None for an unverified run)."""
+    if verification is None:
+        return None
+    return {
+        "psnr": [_finite(p) for p in verification.psnr], "mean_psnr": _finite(verification.mean),
+        "worst_psnr": _finite(verification.worst), "under_30db": verification.below(30.0),
+        "target_psnr": verification.target_psnr, "chosen": list(verification.chosen),
+        "passes": [{"kind": p["kind"], "model_calls": p["model_calls"], "kept": int(sum(p["kept"]))}
+                   for p in verification.passes],
+        "refinement_passes": verification.refinement_passes, "model_calls": verification.model_calls,
+        "budget_exhausted": verification.budget_exhausted, "summary": verification.describe(),
+    }
 
 
 
@@ -208,9 +227,10 @@ class InversionSampler(comfy.samplers.KSAMPLER):
 
     def __init__(self, make_solver: Callable, step_kind: str = "euler", eta: float = 1.0, s_noise: float = 1.0,
                  noise_seed: int = 0, correction: str = "exact", progress: Optional[HostProgress] = None,
-                 node: str = "Inversion Sampler"):
+                 node: str = "Inversion Sampler", verify: Optional[dict] = None):
         super().__init__(self._sampler_function)
         self.make_solver = make_solver
+        self.verify = verify     # keyword arguments of ``invert_verified`` (end-to-end check), or None
         self.step_kind, self.eta, self.s_noise = step_kind, float(eta), float(s_noise)
         self.noise_seed, self.correction = int(noise_seed), correction
         self.progress, self.node = progress, node
@@ -227,10 +247,13 @@ class InversionSampler(comfy.samplers.KSAMPLER):
         def denoise(x, sigma):
             return model_wrap(x, sigma, **extra)
 
+        options = dict(step_kind=self.step_kind, parametrization=param, eta=self.eta, s_noise=self.s_noise,
+                       noise_seed=self.noise_seed, correction=self.correction, monitor=monitor)
         with validation.core_errors(self.node):
-            self.result = invert(denoise, x0, order, self.make_solver(), step_kind=self.step_kind,
-                                 parametrization=param, eta=self.eta, s_noise=self.s_noise,
-                                 noise_seed=self.noise_seed, correction=self.correction, monitor=monitor)
+            if self.verify is None:
+                self.result = invert(denoise, x0, order, self.make_solver(), **options)
+            else:
+                self.result = invert_verified(denoise, x0, order, self.make_solver, **self.verify, **options)
         log.info("%s: %s", self.node, describe_run(self.result))
         return self.result
 
@@ -317,11 +340,13 @@ def make_guider(model, positive, negative, cfg: float) -> comfy.samplers.CFGGuid
 def run_inversion(node: str, model, positive, negative, latent: dict, cfg: float, sigmas: torch.Tensor,
                   make_solver: Callable, *, method: str, settings: dict, expected_calls: int,
                   step_kind: str = "euler", eta: float = 1.0, s_noise: float = 1.0, noise_seed: int = 0,
-                  correction: str = "exact", sampling_model=None, notes=()) -> InversionOutputs:
+                  correction: str = "exact", sampling_model=None, notes=(),
+                  verify: Optional[dict] = None) -> InversionOutputs:
     """Invert ``latent`` through ComfyUI's guider; build the four node outputs.
 
     ``sampling_model`` (default ``model``) is the MODEL the guider runs (RNRI passes an autograd-capable clone);
-    ``model`` is the one the outputs are tied to (fingerprint, NOISE).
+    ``model`` is the one the outputs are tied to (fingerprint, NOISE). ``verify``: keyword arguments of
+    ``inversion_core.verified.invert_verified`` to check (and control) the reconstruction end to end.
     """
     samples = validation.latent_samples(node, "latent", latent)
     samples = comfy.sample.fix_empty_latent_channels(model, samples)
@@ -332,7 +357,8 @@ def run_inversion(node: str, model, positive, negative, latent: dict, cfg: float
     run_model = sampling_model if sampling_model is not None else model
     guider = make_guider(run_model, positive, negative, cfg)
     progress = HostProgress(model, expected_calls)
-    sampler = InversionSampler(make_solver, step_kind, eta, s_noise, noise_seed, correction, progress, node)
+    sampler = InversionSampler(make_solver, step_kind, eta, s_noise, noise_seed, correction, progress, node,
+                               verify=verify)
     noise = torch.zeros(samples.shape, dtype=torch.float32, device="cpu")
     out = guider.sample(noise, samples, sampler, sigmas, denoise_mask=None, callback=None,
                         disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=int(noise_seed))
@@ -349,6 +375,10 @@ def run_inversion(node: str, model, positive, negative, latent: dict, cfg: float
         "latent_output_valid": bool(sampler.exit_ok),
         "notes": list(notes),
     }
+    verified = verification_stats(result.verification)
+    if verified is not None:
+        stats["verification"] = verified
+        log.info("%s: %s", node, verified["summary"])
     record = InversionRecord(
         sigmas=result.sigmas.to(torch.float32),
         latents=[t.detach().to(device) for t in result.latents],
@@ -387,7 +417,15 @@ def summary(record: InversionRecord) -> dict:
         "settings": {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
                      for k, v in record.settings.items()},
         "notes": [str(n) for n in record.stats.get("notes", [])],
+        "reconstruction": _reconstruction_digest(record.stats.get("verification")),
     }
+
+
+def _reconstruction_digest(verified: Optional[dict]) -> Optional[dict]:
+    if verified is None:
+        return None
+    return {k: verified[k] for k in ("summary", "mean_psnr", "worst_psnr", "under_30db", "target_psnr",
+                                     "refinement_passes", "model_calls", "budget_exhausted", "psnr")}
 
 
 def sample_back(node: str, model, positive, negative, cfg: float, record: InversionRecord,

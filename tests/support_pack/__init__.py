@@ -81,6 +81,11 @@ class InvTestConditioning:
         return ([[cond, {"pooled_output": pooled}]],)
 
 
+def _hard_input():
+    return {"hard": ("BOOLEAN", {"default": False, "tooltip": "GaussianMixture.hard: close components, thin "
+                                 "directions below the smallest sigma"})}
+
+
 def _analytic_common():
     return {
         "components": ("INT", {"default": 3, "min": 1, "max": 64}),
@@ -96,14 +101,14 @@ class InvTestAnalyticModel:
             "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip": "seed of the Gaussian mixture"}),
             **_analytic_common(),
             "sampling": (list(am.SAMPLINGS), {"default": "eps"}),
-        }}
+        }, "optional": _hard_input()}
 
     RETURN_TYPES = ("MODEL",)
     FUNCTION = "build"
     CATEGORY = CATEGORY
 
-    def build(self, seed, components, channels, latent_format, sampling):
-        return (am.gmm_model(seed, components, channels, latent_format, sampling),)
+    def build(self, seed, components, channels, latent_format, sampling, hard=False):
+        return (am.gmm_model(seed, components, channels, latent_format, sampling, hard),)
 
 
 class InvTestAnalyticLatent:
@@ -116,15 +121,16 @@ class InvTestAnalyticLatent:
             "latent_height": ("INT", {"default": 8, "min": 1, "max": 256, "tooltip": "in latent pixels"}),
             "gmm_seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip": "= the model's seed"}),
             **_analytic_common(),
-        }}
+        }, "optional": _hard_input()}
 
     RETURN_TYPES = ("LATENT",)
     FUNCTION = "sample"
     CATEGORY = CATEGORY
 
-    def sample(self, seed, batch, latent_width, latent_height, gmm_seed, components, channels, latent_format):
+    def sample(self, seed, batch, latent_width, latent_height, gmm_seed, components, channels, latent_format,
+               hard=False):
         with torch.inference_mode(False):
-            gmm = am.gaussian_mixture((channels, latent_height, latent_width), components, gmm_seed)
+            gmm = am.gaussian_mixture((channels, latent_height, latent_width), components, gmm_seed, hard)
             internal = gmm.sample(batch, generator=torch.Generator().manual_seed(int(seed)))
         external = am.make_latent_format(latent_format, channels).process_out(internal)
         return ({"samples": external.to(torch.float32).contiguous()},)
@@ -232,8 +238,13 @@ class InvTestCompare:
         peak = x.reshape(x.shape[0], -1).abs().amax(dim=1)
         psnr = [20.0 * math.log10(p / r) if r > 0 else math.inf
                 for p, r in zip(peak.tolist(), rms.tolist(), strict=True)]
+        flat = x.reshape(x.shape[0], -1)
+        spread = (flat.amax(dim=1) - flat.amin(dim=1)).tolist()
         ui = {
             "psnr": psnr,
+            # inversion_core.metrics.psnr's convention (data range = the reference's max - min), as the nodes report
+            "range_psnr": [20.0 * math.log10(d / r) if r > 0 else math.inf
+                           for d, r in zip(spread, rms.tolist(), strict=True)],
             "rms": rms.tolist(),
             "rel_rms": [r / q if q > 0 else math.inf for r, q in zip(rms.tolist(), ref_rms.tolist(), strict=True)],
             "max_abs": diff.abs().amax(dim=1).tolist(),

@@ -148,17 +148,18 @@ def make_denoiser_model(provider_factory, channels: int = 4, latent_format: str 
                                             offload_device=mm.unet_offload_device())
 
 
-def gaussian_mixture(shape, components: int = 3, seed: int = 0):
-    """The mixture the analytic MODEL and InvTestAnalyticLatent share for a latent shape (C, H, W)."""
+def gaussian_mixture(shape, components: int = 3, seed: int = 0, hard: bool = False):
+    """The mixture the analytic MODEL and InvTestAnalyticLatent share for a latent shape (C, H, W); ``hard``: the
+    close, thin-component ``GaussianMixture.hard`` instead of ``GaussianMixture.random``."""
     analytic = import_repo_module("inversion_core.analytic")
-    return analytic.GaussianMixture.random(shape=tuple(shape), components=int(components), seed=int(seed),
-                                           dtype=torch.float64)
+    make = analytic.GaussianMixture.hard if hard else analytic.GaussianMixture.random
+    return make(shape=tuple(shape), components=int(components), seed=int(seed), dtype=torch.float64)
 
 
 def gmm_model(seed: int = 0, components: int = 3, channels: int = 4, latent_format: str = "sd15",
-              sampling: str = "eps"):
-    return make_denoiser_model(lambda shape: gaussian_mixture(shape, components, seed), channels, latent_format,
-                               sampling)
+              sampling: str = "eps", hard: bool = False):
+    return make_denoiser_model(lambda shape: gaussian_mixture(shape, components, seed, hard), channels,
+                               latent_format, sampling)
 
 
 # --- Hook for a learned denoiser ------------------------------------------------------------------------------------
