@@ -34,7 +34,9 @@ below ``target_psnr`` and the budget lasts:
    which converges to Phi(Psi(t*)) = x_0 when the systematic error of Psi varies slowly with its target (the
    inverse's non-convergence and discretisation bias largely cancel between t^j and t^{j+1}). Each image keeps
    its own omega, halved after a pass that did not improve its verified PSNR (a backtracking safeguard: (V2) need
-   not contract on every image), and each image is refined with the solver of its current best candidate.
+   not contract on every image), and each image is refined with the solver of its current best candidate, from
+   a cold start: the same map Psi at every pass is what makes its bias cancel (measured: warm-starting each step
+   from the previous pass's answer saved under 5% of the calls and lost most of the gain).
 
 Every reported figure is a replay of the sampler, never an estimate. The answer for each image is the verified
 best; its per-step latents are the replayed forward trajectory, so they are exactly what the sampler produces.
@@ -68,7 +70,8 @@ class Verification:
     chosen: list                    # which candidate each image's answer came from ("primary", "ddim", ...)
     target_psnr: float
     passes: list = field(default_factory=list)   # one dict per pass: kind, model calls, PSNR per image, kept
-    model_calls: int = 0            # all model calls, inversion passes and replays included
+    model_calls: int = 0            # all model calls (batched), inversion passes and replays included
+    image_evaluations: int = 0      # model evaluations of single images (= model_calls x batch without sub-batches)
     budget_exhausted: bool = False  # images are still below the target after the last allowed pass
 
     @property
@@ -91,6 +94,8 @@ class Verification:
         line = (f"reconstruction {self.mean:.1f} dB mean, worst {self.worst:.1f} dB, {self.below()} under 30 dB "
                 f"(target {self.target_psnr:g} dB), {len(self.passes) - 1} extra pass(es) "
                 f"({self.refinement_passes} refinement), {self.model_calls} model calls")
+        if self.passes and self.passes[0]["images"]:
+            line += f" ({self.image_evaluations / self.passes[0]['images']:.0f} per image)"
         if self.budget_exhausted:
             line += f"; budget used up with {sum(1 for p in self.psnr if p < self.target_psnr)} image(s) below target"
         return line
@@ -135,15 +140,25 @@ class _Best:
         return better
 
 
+def _scatter(index: torch.Tensor, part, whole):
+    """``whole`` with the images at ``index`` replaced by ``part`` (None stays None: a deterministic step's noise)."""
+    if part is None or whole is None:
+        return whole if part is None else part
+    out = whole.clone()
+    out[index] = part.to(out.dtype)
+    return out
+
+
 def invert_verified(
     denoise: DenoiseFn,
     x0: torch.Tensor,
     sigmas: torch.Tensor,
     make_solver: Callable[[], StepSolver],
     *,
-    target_psnr: float = 60.0,
+    target_psnr: float = 45.0,
     candidates: Sequence[str] = ("ddim", "renoise"),
     refinements: int = 2,
+    independent: bool = False,
     step_kind: str = "euler",
     parametrization: str = "ve",
     eta: float = 1.0,
@@ -155,7 +170,12 @@ def invert_verified(
     """Invert ``x0`` with ``make_solver()``, verify the reconstruction end to end, and improve the images below
     ``target_psnr`` with the verified ``candidates`` and up to ``refinements`` defect-correction passes (module
     docstring). Returns the best verified ``Inversion`` per image, with ``.verification`` (a ``Verification``) set
-    and its latents replaced by the replayed forward trajectory (latents[-1] is ``x0``)."""
+    and its latents replaced by the replayed forward trajectory (latents[-1] is ``x0``).
+
+    ``independent``: ``denoise`` treats every image of a batch on its own (any sub-batch may be evaluated, e.g.
+    conditioning of batch 1), so the extra passes evaluate only the images below the target; otherwise every pass
+    evaluates the whole batch (conditioning per image stays aligned). Only for deterministic steps (a stochastic
+    step's seeded noise depends on the image's place in the batch)."""
     unknown = [c for c in candidates if c not in CHEAP_CANDIDATES]
     if unknown:
         raise ValueError(f"unknown candidate(s) {unknown}; choose from {sorted(CHEAP_CANDIDATES)}")
@@ -163,63 +183,81 @@ def invert_verified(
     options = dict(step_kind=step_kind, parametrization=parametrization, eta=eta, s_noise=s_noise,
                    noise_seed=noise_seed, correction=correction, monitor=monitor)
     x0 = x0.to(torch.promote_types(x0.dtype, torch.float32))
-    calls = 0
+    batch = x0.shape[0]
+    subsets = bool(independent) and step_kind == "euler"
+    calls = evaluations = 0
     passes = []
+    best: Optional[_Best] = None
 
-    def run(kind: str, target: torch.Tensor):
-        nonlocal calls
-        inversion = invert(denoise, target, sigmas, makers[kind](), **options)
+    def run(kind: str, target: torch.Tensor, mask: torch.Tensor):
+        """Invert ``target`` with solver ``kind`` (only the images in ``mask`` when sub-batches are allowed), replay
+        it, and return full-batch (inversion, trajectory, PSNR) -- images outside the sub-batch keep the best's."""
+        nonlocal calls, evaluations
+        index = torch.arange(batch)[mask] if subsets and not bool(mask.all()) else None
+        part = target if index is None else target[index]
+        inversion = invert(denoise, part, sigmas, makers[kind](), **options)
         reconstruction, trajectory = replay(denoise, inversion, eta=eta, s_noise=s_noise, monitor=monitor)
-        calls += inversion.model_calls + len(inversion.sigmas) - 1
-        scores = psnr(x0, reconstruction).to(torch.float64).cpu()
+        used = inversion.model_calls + len(inversion.sigmas) - 1
+        calls += used
+        evaluations += used * part.shape[0]
+        scores = psnr(x0 if index is None else x0[index], reconstruction).to(torch.float64).cpu()
         scores = torch.nan_to_num(scores, nan=float("-inf"), posinf=float("inf"))
-        return inversion, trajectory, scores, calls
+        if index is None:
+            return inversion, trajectory, scores
+        full = Inversion(inversion.sigmas, [_scatter(index, a, b) for a, b in zip(inversion.latents,
+                                                                                  best.inversion.latents, strict=True)],
+                         [_scatter(index, a, b) for a, b in zip(inversion.noises, best.inversion.noises, strict=True)],
+                         inversion.stats, inversion.step_kind, inversion.parametrization, inversion.method)
+        full_trajectory = [_scatter(index, a, b) for a, b in zip(trajectory, best.trajectory, strict=True)]
+        return full, full_trajectory, _scatter(index, scores, best.psnr)
 
-    def log_pass(kind, scores, kept, before_calls):
-        passes.append({"kind": kind, "model_calls": calls - before_calls, "psnr": scores.tolist(),
+    def log_pass(kind, mask, scores, kept, before_calls):
+        passes.append({"kind": kind, "model_calls": calls - before_calls, "images": int(mask.sum()),
+                       "psnr": [v if m else None for v, m in zip(scores.tolist(), mask.tolist(), strict=True)],
                        "kept": kept.tolist()})
 
-    inversion, trajectory, scores, _ = run("primary", x0)
+    everyone = torch.ones(batch, dtype=torch.bool)
+    inversion, trajectory, scores = run("primary", x0, everyone)
     first = inversion
     best = _Best(inversion, trajectory, scores, x0, "primary")
-    log_pass("primary", scores, torch.ones_like(scores, dtype=torch.bool), 0)
+    log_pass("primary", everyone, scores, everyone, 0)
 
     def below() -> torch.Tensor:
         return best.psnr < target_psnr
 
     for name in candidates:
-        if not bool(below().any()):
+        need = below()
+        if not bool(need.any()):
             break
         before = calls
-        inversion, trajectory, scores, _ = run(name, x0)
-        kept = best.offer(inversion, trajectory, scores, x0, name, below())
-        log_pass(name, scores, kept, before)
+        inversion, trajectory, scores = run(name, x0, need)
+        kept = best.offer(inversion, trajectory, scores, x0, name, need)
+        log_pass(name, need, scores, kept, before)
 
-    omega = torch.ones(x0.shape[0], dtype=torch.float64)
+    omega = torch.ones(batch, dtype=torch.float64)
     for _ in range(int(refinements)):
         need = below()
         if not bool(need.any()):
             break
         improved_any = torch.zeros_like(need)
-        # each image is refined with the solver of its current best candidate (one batched pass per kind)
+        # each image is refined with the solver of its current best candidate (one pass per kind)
         for kind in dict.fromkeys(k for k, n in zip(best.kinds, need.tolist(), strict=True) if n):
             mask = need & torch.tensor([k == kind for k in best.kinds])
             step = per_sample(omega.to(x0.dtype), x0)
             target = torch.where(per_sample(mask.to(x0.dtype), x0) > 0,
                                  best.target + step * (x0 - best.trajectory[-1]), best.target)
             before = calls
-            inversion, trajectory, scores, _ = run(kind, target)
+            inversion, trajectory, scores = run(kind, target, mask)
             kept = best.offer(inversion, trajectory, scores, target, kind, mask)
             improved_any |= kept
-            log_pass(f"refine:{kind}", scores, kept, before)
+            log_pass(f"refine:{kind}", mask, scores, kept, before)
         omega = torch.where(need & ~improved_any, omega / 2, omega)
 
-    result = best.inversion
     latents = list(best.trajectory)
     latents[-1] = x0
     verification = Verification(psnr=best.psnr.tolist(), chosen=list(best.kinds), target_psnr=float(target_psnr),
-                                passes=passes, model_calls=calls, budget_exhausted=bool(below().any()))
-    out = Inversion(result.sigmas, latents, result.noises, first.stats, result.step_kind, result.parametrization,
-                    first.method, calls)
-    out.verification = verification
-    return out
+                                passes=passes, model_calls=calls, image_evaluations=evaluations,
+                                budget_exhausted=bool(below().any()))
+    result = best.inversion
+    return Inversion(result.sigmas, latents, result.noises, first.stats, result.step_kind, result.parametrization,
+                     first.method, calls, verification)

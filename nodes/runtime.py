@@ -210,6 +210,7 @@ def verification_stats(verification) -> Optional[dict]:
         "passes": [{"kind": p["kind"], "model_calls": p["model_calls"], "kept": int(sum(p["kept"]))}
                    for p in verification.passes],
         "refinement_passes": verification.refinement_passes, "model_calls": verification.model_calls,
+        "image_evaluations": verification.image_evaluations,
         "budget_exhausted": verification.budget_exhausted, "summary": verification.describe(),
     }
 
@@ -330,6 +331,19 @@ class InversionOutputs:
     sigmas: torch.Tensor
 
 
+def shared_conditioning(*conditionings) -> bool:
+    """True if every conditioning tensor has batch 1 and no ControlNet is attached: then ComfyUI repeats it to any
+    batch, so a sub-batch of the latents can be evaluated on its own (``invert_verified``'s ``independent``)."""
+    for conditioning in conditionings:
+        for entry in conditioning or []:
+            tensor, extras = entry[0], entry[1] if len(entry) > 1 else {}
+            if not isinstance(tensor, torch.Tensor) or tensor.shape[0] != 1 or "control" in extras:
+                return False
+            if any(isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] != 1 for v in extras.values()):
+                return False
+    return True
+
+
 def make_guider(model, positive, negative, cfg: float) -> comfy.samplers.CFGGuider:
     guider = comfy.samplers.CFGGuider(model)
     guider.set_conds(positive, negative)
@@ -357,6 +371,8 @@ def run_inversion(node: str, model, positive, negative, latent: dict, cfg: float
     run_model = sampling_model if sampling_model is not None else model
     guider = make_guider(run_model, positive, negative, cfg)
     progress = HostProgress(model, expected_calls)
+    if verify is not None:
+        verify = dict(verify, independent=shared_conditioning(positive, negative))
     sampler = InversionSampler(make_solver, step_kind, eta, s_noise, noise_seed, correction, progress, node,
                                verify=verify)
     noise = torch.zeros(samples.shape, dtype=torch.float32, device="cpu")

@@ -22,6 +22,7 @@ from ..inversion_core.ddim import DDIMInversion
 from ..inversion_core.easyinv import EasyInv
 from ..inversion_core.renoise import ReNoise
 from . import runtime, validation
+from .invert_nodes import ExactInvert
 from .record import INVERSION
 from .schema import PackNode
 
@@ -109,9 +110,11 @@ class InversionSamplerNode(PackNode):
     def schema_inputs(cls):
         return [
             io.Combo.Input("method", options=list(SAMPLER_METHODS), default="exact",
-                           tooltip="exact: adaptive exact solver (Exact Invert); renoise: ReNoise with the "
+                           tooltip="exact: adaptive exact solver with Exact Invert's end-to-end check (it samples "
+                           "back with euler over the same sigmas and keeps each image's best verified answer; the "
+                           "reconstruction PSNR goes to the log); renoise: ReNoise with the "
                            "official averaging, no regularisation; easyinv: the sd1 preset; ddim: plain DDIM."),
-            io.Float.Input("tolerance", default=1e-3, min=1e-7, max=0.5, step=1e-4, round=False,
+            io.Float.Input("tolerance", default=1e-4, min=1e-7, max=0.5, step=1e-4, round=False,
                            tooltip="(exact) landing error per step, relative to how far the step moves the latent."),
             io.Int.Input("iterations", default=30, min=1, max=1000,
                          tooltip="(exact) model-call budget per step; (renoise) renoising iterations."),
@@ -127,7 +130,10 @@ class InversionSamplerNode(PackNode):
         validation.choice(node, "method", method, SAMPLER_METHODS)
         factory = SAMPLER_METHODS[method]
         tol, iters = validation.finite(node, "tolerance", tolerance), int(iterations)
-        return io.NodeOutput(runtime.InversionSampler(lambda: factory(tol, iters), node=node))
+        # exact: the same end-to-end check as Exact Invert, inside the sampler node's own guider (its log line
+        # reports the reconstruction; a SAMPLER has no ui output of its own)
+        verify = ExactInvert.verification({}) if method == "exact" else None
+        return io.NodeOutput(runtime.InversionSampler(lambda: factory(tol, iters), node=node, verify=verify))
 
 
 class ReplaySamplerNode(PackNode):

@@ -59,18 +59,18 @@ def mixture():
 
 
 def test_defect_correction_raises_the_learned_model():
-    """Learned model, ve, 10 steps, 8 held-out crops. Measured: primary mean 62.2 dB -> 77.1 dB (worst 57.6 -> 60.7) after the passes."""
+    """Learned model, ve, 10 steps, 8 held-out crops. Measured: primary mean 62.2 dB -> 100.1 dB (worst 57.6 -> 67.9) after two passes."""
     from testbed.learned import LearnedDenoiser, eval_latents
     denoise = LearnedDenoiser.load("learned_a").denoiser("ve")
     x0, sigmas = eval_latents("learned_a")[8:16], schedule("ve", 10)
-    result = invert_verified(denoise, x0, sigmas, AdaptiveInversion, candidates=())
+    result = invert_verified(denoise, x0, sigmas, AdaptiveInversion, candidates=(), target_psnr=80.0)
     v = result.verification
     primary = torch.tensor(v.passes[0]["psnr"])
     verified = torch.tensor(v.psnr)
     print(f"\nprimary {primary.mean():.1f} / {primary.min():.1f} -> {verified.mean():.1f} / {verified.min():.1f}")
     assert bool((verified >= primary).all())
     assert v.refinement_passes >= 1
-    assert float(verified.mean()) >= float(primary.mean()) + 8.0
+    assert float(verified.mean()) >= float(primary.mean()) + 25.0
 
 
 def test_batch_equals_single_runs():

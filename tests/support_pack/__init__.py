@@ -243,7 +243,7 @@ class InvTestCompare:
         ui = {
             "psnr": psnr,
             # inversion_core.metrics.psnr's convention (data range = the reference's max - min), as the nodes report
-            "range_psnr": [20.0 * math.log10(d / r) if r > 0 else math.inf
+            "range_psnr": [(20.0 * math.log10(d / r) if d > 0 else -math.inf) if r > 0 else math.inf
                            for d, r in zip(spread, rms.tolist(), strict=True)],
             "rms": rms.tolist(),
             "rel_rms": [r / q if q > 0 else math.inf for r, q in zip(rms.tolist(), ref_rms.tolist(), strict=True)],
