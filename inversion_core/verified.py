@@ -155,7 +155,7 @@ def invert_verified(
     sigmas: torch.Tensor,
     make_solver: Callable[[], StepSolver],
     *,
-    target_psnr: float = 45.0,
+    target_psnr: float = 40.0,
     candidates: Sequence[str] = ("ddim", "renoise"),
     refinements: int = 2,
     independent: bool = False,

@@ -452,7 +452,7 @@ def flux_exact() -> Flow:
         "**Exact Invert** at cfg 1 (Flux dev is guidance-distilled: guidance goes through FluxGuidance, not cfg). "
         "Use its **noise** and **sigmas** outputs, not the LATENT."),
         **invert_inputs(model, pos_g, pos_g, latent, steps=28, scheduler="simple"),
-        tolerance=0.001, max_calls=30, memory=3, fallback=True)
+        tolerance=0.0001, max_calls=30, memory=3, fallback=True, target_psnr=40.0, refinements=2, candidates=True)
     sampler = f.node("KSamplerSelect", title="euler (the inverted sampler)", sampler_name="euler")
     recon_guider = f.node("BasicGuider", model=model, conditioning=pos_g)
     edit_guider = f.node("BasicGuider", model=model, conditioning=edit_g)
@@ -468,20 +468,22 @@ def flux_exact() -> Flow:
 def exact_one_node() -> Flow:
     f = Flow("exact_invert_reconstruct", "Exact Invert: give me my image back",
              "# Give me my image back: Exact Invert\n\n**Exact Invert** solves every inverse sampler step to a "
-             "tolerance (Anderson-accelerated fixed point, every step verified with the model, ReNoise fallback), "
-             "so sampling back reproduces the input latent: usually 2-4 model calls per step. **Inverted Sampler** "
-             "samples it back in one node. The difference image should be black.\n\n"
+             "tolerance (Anderson-accelerated fixed point, ReNoise fallback), then samples the result back itself "
+             "and measures the reconstruction of every image; images below **target_psnr** get DDIM and ReNoise "
+             "candidates and refinement passes, and each keeps its best verified answer. Its output (and the log) "
+             "says what it measured: mean, worst image, images under 30 dB. **Inverted Sampler** samples it back in "
+             "one node. The difference image should be black.\n\n"
              f"Model: `{SD15_CKPT}` (any SD1.x/SDXL/SD3/Flux model works the same way).")
     ckpt = f.node("CheckpointLoaderSimple", ckpt_name=SD15_CKPT)
     scaled = load_image(f, 512)
     latent = f.node("VAEEncode", pixels=scaled, vae=ckpt[2])
     pos = f.node("CLIPTextEncode", title="Prompt", note=NOTE_PROMPT, text="", clip=ckpt[1])
     inv = f.node("ExactInvExactInvert", note=(
-        "**tolerance** is the landing error allowed per step, relative to how far the step moves the latent, so the "
-        "match is as close at 50 steps as at 10 (1e-3 is invisible; 1e-4 for 'bit-exact' latents costs a call or "
-        "two more per step). **max_calls** caps the model calls of one step."),
+        "**target_psnr** is what sampling back must reach (dB); the node checks it on every image. **tolerance** "
+        "is the landing error allowed per step (the sampler can amplify it on some images, which the check "
+        "catches). **max_calls** caps the model calls of one step; **refinements** the extra passes."),
         **invert_inputs(ckpt, pos, pos, latent, steps=20, scheduler="normal"),
-        tolerance=0.001, max_calls=30, memory=3, fallback=True)
+        tolerance=0.0001, max_calls=30, memory=3, fallback=True, target_psnr=40.0, refinements=2, candidates=True)
     recon = f.node("ExactInvInvertedSampler", title="Sample back", model=ckpt, positive=pos, negative=pos, cfg=1.0,
                    inversion=inv[1])
     decoded = f.node("VAEDecode", samples=recon, vae=ckpt[2])
@@ -503,8 +505,9 @@ def sd15_inversion_sampler() -> Flow:
     s = load_sources(f, SD15_CKPT, 512, edit=False)
     sigmas = f.node("BasicScheduler", model=s.ckpt, scheduler="normal", steps=20, denoise=1.0)
     inverter = f.node("ExactInvInversionSampler", note=(
-        "**method** exact is Exact Invert's solver; renoise, easyinv and ddim are also available. The sampler "
-        "accepts BasicScheduler order or FlipSigmas order."), method="exact", tolerance=0.001, iterations=30)
+        "**method** exact is Exact Invert's solver with its end-to-end check (the log line reports the "
+        "reconstruction); renoise, easyinv and ddim are also available. The sampler accepts BasicScheduler order "
+        "or FlipSigmas order."), method="exact", tolerance=0.0001, iterations=30)
     inverted = f.node("SamplerCustom", title="Invert", note=(
         "**add_noise off**: an inversion starts from the image itself."),
         model=s.ckpt, add_noise=False, noise_seed=0, cfg=1.0, positive=s.pos, negative=s.neg, sampler=inverter,

@@ -27,6 +27,9 @@ NODES = {
     "ExactInvInversionSampler": ("Inversion Sampler", None, ["SAMPLER"]),
     "ExactInvReplaySampler": ("Replay Sampler", None, ["SAMPLER"]),
 }
+# optional method inputs (added after the first release: optional, so saved workflows and API prompts without them
+# still validate), listed before the optional SIGMAS socket
+OPTIONAL = {"ExactInvExactInvert": ["target_psnr", "refinements", "candidates"]}
 
 
 @pytest.mark.server
@@ -41,12 +44,14 @@ def test_nodes_registered_with_schema(server):
         assert entry["description"]
         if own is not None:
             assert entry["input_order"]["required"] == COMMON_INPUTS + own
-            assert entry["input_order"].get("optional") == ["sigmas"]
+            assert entry["input_order"].get("optional") == OPTIONAL.get(node_id, []) + ["sigmas"]
             scheduler = entry["input"]["required"]["scheduler"]
             options = scheduler[1]["options"] if scheduler[0] == "COMBO" else scheduler[0]
             assert options == info["KSampler"]["input"]["required"]["scheduler"][0]
             for name in own:   # every method parameter explains itself
                 assert entry["input"]["required"][name][1].get("tooltip"), (node_id, name)
+            for name in OPTIONAL.get(node_id, []):
+                assert entry["input"]["optional"][name][1].get("tooltip"), (node_id, name)
     assert "give me my image back" in info["ExactInvExactInvert"]["description"]
     assert "ReNoise Invert" in info["ExactInvExactInvert"]["description"]
 
