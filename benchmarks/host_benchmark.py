@@ -497,7 +497,8 @@ def _cell(row) -> str:
         return "error"
     if not row.get("finite", True):
         return f"**non-finite** ({row.get('calls')})"
-    return f"{_fmt_db(row['psnr_mean'])} ({row['calls']})"
+    under = sum(1 for v in row.get("psnr") or [] if v is not None and v < 30)
+    return f"{_fmt_db(row['psnr_mean'])} / {_fmt_db(row.get('psnr_min'))} / {under} ({row['calls']})"
 
 
 def quality_tables(rows, model_sets, ns) -> list[str]:
@@ -507,7 +508,8 @@ def quality_tables(rows, model_sets, ns) -> list[str]:
         out.append(f"#### {ms.label}\n")
         sched = ("sigmas: BasicScheduler(simple, N)" if not ms.flow else
                  "sigmas: the N-step tail of BasicScheduler(simple, N+1) (top sigma < 1), for every method")
-        out.append(f"Mean latent PSNR over the batch in dB (inversion model calls); {sched}.\n")
+        out.append(f"Latent PSNR over the batch in dB: mean / worst image / images under 30 dB (inversion model "
+                   f"calls); {sched}.\n")
         out.append("| setting | " + " | ".join(f"N={n}" for n in ns) + " |")
         out.append("|---|" + "---|" * len(ns))
         for st in SETTINGS:
