@@ -570,8 +570,11 @@ class InProcessComfy(_RunnerBase):
         self.execution, self.nodes = execution, nodes
         self.import_failed = asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
         self.server = _NullServer()
-        # cache_args (lru/ram sizes) appeared after 0.3.52; older executors take cache_size (LRU only).
-        cache_kw = ({"cache_args": {"lru": 0, "ram": 0}}
+        # cache_args (lru/ram sizes) appeared after 0.3.52; older executors take cache_size (LRU only). 0.3.75
+        # reads "ram" only for a RAM-pressure cache; newer ones (0.33.0) read "ram" and "ram_inactive" (GB of
+        # headroom) at the start of every prompt, whatever the cache type. main.py's --cache-classic passes 0 for
+        # both, which is what a CLASSIC cache means; keys an executor does not read are ignored.
+        cache_kw = ({"cache_args": {"lru": 0, "ram": 0, "ram_inactive": 0}}
                     if "cache_args" in inspect.signature(execution.PromptExecutor).parameters else {})
         self.executor = execution.PromptExecutor(self.server, cache_type=execution.CacheType.CLASSIC, **cache_kw)
         self.startup_seconds = time.monotonic() - t0
