@@ -32,7 +32,7 @@ import latent_preview
 
 from ..inversion_core.monitor import Monitor
 from ..inversion_core.trajectory import invert
-from . import validation
+from . import host_features, validation
 from .record import InversionRecord, model_fingerprint
 
 log = logging.getLogger("exact_inversion")
@@ -287,9 +287,11 @@ class ReplayNoiseSampler:
         if noise is None:   # a deterministic step (e.g. eta 0): ComfyUI still draws noise and multiplies it by 0
             return torch.zeros(record.shape, dtype=torch.float32, device=device)
         noise = noise.to(device=device, dtype=torch.float32)
-        if record.step_kind == "lcm" and record.noise_scale != 1.0:
-            noise = noise / record.noise_scale   # sample_lcm renoises through noise_scaling, which scales it
-        return noise
+        # Newer ComfyUI multiplies the noise by model_sampling.noise_scale (sample_euler_ancestral_RF scales s_noise,
+        # sample_lcm renoises through noise_scaling); the stored noises are the unscaled ones: divide by whatever this
+        # host's sampler will apply (host_features measures it).
+        factor = host_features.replay_noise_factor(record.step_kind, record.noise_scale)
+        return noise / factor if factor != 1.0 else noise
 
 
 def replay_sampler(record: InversionRecord, node: str = "Replay Sampler") -> comfy.samplers.KSAMPLER:
