@@ -32,7 +32,7 @@ import latent_preview
 
 from ..inversion_core.monitor import Monitor
 from ..inversion_core.trajectory import invert
-from . import host_features, validation
+from . import host_features, model_errors, validation
 from .record import InversionRecord, model_fingerprint
 
 log = logging.getLogger("exact_inversion")
@@ -173,6 +173,7 @@ class InversionNoise:
 
     def generate_noise(self, input_latent) -> torch.Tensor:
         samples = input_latent["samples"]
+        validation.not_nested(self.node, "latent_image (of SamplerCustomAdvanced, for the NOISE output)", samples)
         record = self.record
         if tuple(samples.shape) != record.shape:
             raise validation.NodeInputError(
@@ -219,6 +220,7 @@ class InversionSampler(comfy.samplers.KSAMPLER):
         self.step_kind, self.eta, self.s_noise = step_kind, float(eta), float(s_noise)
         self.noise_seed, self.correction = int(noise_seed), correction
         self.progress, self.node = progress, node
+        self.latent_input = "latent" if progress is not None else "latent_image (of the sampler node)"
         self.result = None
         self.exit_ok = True
 
@@ -228,9 +230,17 @@ class InversionSampler(comfy.samplers.KSAMPLER):
             step_callback_monitor(callback, order.numel() - 1)
         param = "flow" if isinstance(model_sampling, comfy.model_sampling.CONST) else "ve"
         extra = {k: v for k, v in extra_args.items() if k != "denoise_mask"}
+        first_call = [True]
 
         def denoise(x, sigma):
-            return model_wrap(x, sigma, **extra)
+            if not first_call[0]:
+                return model_wrap(x, sigma, **extra)
+            first_call[0] = False
+            try:
+                return model_wrap(x, sigma, **extra)
+            except Exception as error:  # noqa: BLE001 -- re-raised, named (model_errors.first_call)
+                model_errors.first_call(self.node, self.latent_input, x0, error)
+                raise
 
         with validation.core_errors(self.node):
             self.result = invert(denoise, x0, order, self.make_solver(), step_kind=self.step_kind,
