@@ -4,6 +4,7 @@
   ``model_sampling.noise_scale`` is not 1 (0.33.0: ``sample_euler_ancestral_RF`` scales ``s_noise`` by it and
   ``CONST.noise_scaling`` the noise, which ``sample_lcm`` renoises through; older versions: neither). Measured once
   per step kind by running the host's function on a stand-in, so a version that changes it is followed.
+* :func:`samples_nested_latents_without_noise`: whether stock samplers take a nested latent with add_noise off.
 * :func:`schema_extras` / :func:`mark_advanced`: the V3 schema keywords this ComfyUI accepts (``search_aliases``
   on ``io.Schema``, ``advanced`` on inputs), from their signatures.
 """
@@ -105,6 +106,15 @@ def replay_noise_factor(step_kind: str, noise_scale: float) -> float:
     if noise_scale == 1.0 or step_kind not in ("euler_ancestral", "lcm"):
         return 1.0
     return noise_scale if _scales_with_noise_scale(step_kind) else 1.0
+
+
+def samples_nested_latents_without_noise() -> bool:
+    """Whether stock SamplerCustom / DisableNoise can sample a nested latent with add_noise off: their empty noise
+    is nested too (``comfy.sample.prepare_empty_noise``, 0.33.0). 0.3.75 has nested latents but makes a plain
+    zeros tensor of the first part's shape there, which its guider then packs wrongly."""
+    import comfy.sample
+
+    return hasattr(comfy.sample, "prepare_empty_noise")
 
 
 # --------------------------------------------------------------------------------------------------- V3 schema

@@ -97,9 +97,11 @@ def latent_samples(node: str, name: str, latent) -> torch.Tensor:
 
 
 def not_nested(node: str, name: str, samples) -> None:
-    """Refuse a nested latent: ComfyUI >= 0.3.75's ``comfy.nested_tensor.NestedTensor`` (LTX-2 audio + video,
-    several latents sampled jointly) or a torch nested tensor. Its parts are denoised together by one model, so
-    they cannot be inverted one at a time, and the pack's solvers, INVERSION and NOISE hold a single tensor."""
+    """Refuse a nested latent: ComfyUI's ``comfy.nested_tensor.NestedTensor`` (0.3.75 and later; LTX-2 audio +
+    video, several latents sampled jointly) or a torch nested tensor. Its parts are denoised together by one model,
+    so they cannot be inverted one at a time, and the nodes' INVERSION and NOISE hold a single tensor. A SAMPLER
+    never sees one: ComfyUI's guider packs the parts into one [batch, 1, n] tensor, so the Inversion Sampler in
+    SamplerCustom inverts them jointly (tests/test_host_compat.py)."""
     if not getattr(samples, "is_nested", False):
         return
     parts = getattr(samples, "tensors", None)
@@ -109,9 +111,16 @@ def not_nested(node: str, name: str, samples) -> None:
         except Exception:  # noqa: BLE001 -- only for the message
             parts = []
     shapes = ", ".join(str(tuple(getattr(t, "shape", ()))) for t in parts) or "unknown"
+    from . import host_features  # local: only needed here
+
+    if host_features.samples_nested_latents_without_noise():
+        how = ("Invert it with Inversion Sampler in SamplerCustom (add_noise off, sigmas through FlipSigmas; "
+               "ComfyUI packs the parts for it) and sample back with SamplerCustom (euler, the unflipped sigmas)")
+    else:
+        how = ("This ComfyUI cannot sample a nested latent without added noise either (SamplerCustom with add_noise "
+               "off); update ComfyUI to invert it with Inversion Sampler in SamplerCustom")
     fail(node, name, f"is a nested latent of {len(parts)} parts (shapes {shapes}), e.g. an LTX-2 audio + video "
-                     "latent. This node inverts single-tensor latents only: the parts are denoised together by "
-                     "one model, so they cannot be inverted one at a time")
+                     f"latent, which this node cannot take (its INVERSION and NOISE hold one tensor). {how}")
 
 
 def latent_for_model(node: str, name: str, samples: torch.Tensor, model) -> None:

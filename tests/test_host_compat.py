@@ -5,7 +5,8 @@
   the image. The test model is the analytic one with ModelSamplingSD3 and its model sampling set to noise_scale 8;
   on older hosts the attribute exists but nothing applies it, which the replays must follow as well.
 * Nested latents (``comfy.nested_tensor.NestedTensor``, LTX-2 audio + video; a torch nested tensor on hosts
-  without it): every node that takes a latent refuses them with an error naming the node and the input.
+  without it): every node that takes a latent refuses them with an error naming the node and the input, and the
+  Inversion Sampler in SamplerCustom (which gets the parts packed into one tensor by ComfyUI) inverts every part.
 * A model that rejects the latent (a 1x1 latent into the narrow SD1.5 UNet): the error names the node, the input
   and its shape instead of surfacing from deep inside the UNet.
 * V3 conveniences: ``advanced`` inputs and ``search_aliases`` in /object_info where the host's V3 API has them,
@@ -121,14 +122,21 @@ class _NestedLatent:
 
     def nest(self, latent):
         video = latent["samples"]
-        audio = torch.zeros(video.shape[0], 8, 5)
         try:
             import comfy.nested_tensor
 
-            nested = comfy.nested_tensor.NestedTensor((video, audio))
-        except ImportError:
-            nested = torch.nested.nested_tensor([video[0], audio[0]])
+            nested = comfy.nested_tensor.NestedTensor((video, torch.zeros(video.shape[0], 8, 5)))
+        except ImportError:   # torch's nested tensors take parts of one rank: one sample's video and audio
+            nested = torch.nested.nested_tensor([video[0], torch.zeros(8, 5, 2)])
         return ({"samples": nested},)
+
+
+def _samples_nested_latents_without_noise() -> bool:
+    """Stock SamplerCustom with add_noise off takes a nested latent: its empty noise is nested (0.33.0; 0.3.75 has
+    nested latents but not this; 0.3.52 has neither)."""
+    import comfy.sample
+
+    return hasattr(comfy.sample, "prepare_empty_noise")
 
 
 def _expect_node_error(executor, g, node, display, input_name, *phrases):
@@ -154,8 +162,9 @@ def test_nested_latent_is_refused_by_the_invert_nodes(executor, monkeypatch, nod
     nested = g.node("InvTestNestedLatent", latent=c.latent(g))
     inv = c.invert(g, node_id, m, pos, pos, nested, 3, **CHEAP[node_id])
     g.node("InvTestSaveTensor", latent=inv.out(c.LATENT), name="nested")
+    hint = "Invert it with Inversion Sampler" if _samples_nested_latents_without_noise() else "update ComfyUI"
     _expect_node_error(executor, g, inv, INVERT_NODES[node_id], "latent", "nested latent of 2 parts",
-                       "(1, 4, 8, 8)")
+                       "4, 8, 8)", hint)
 
 
 def test_nested_latent_is_refused_by_the_sampling_side(executor, monkeypatch):
@@ -188,6 +197,56 @@ def test_nested_latent_is_refused_by_the_sampling_side(executor, monkeypatch):
     assert err.node_id == sca.id and err.exception_type.endswith("NodeInputError"), err
     assert err.exception_message.startswith("DDIM Invert: input 'latent_image"), err.exception_message
     assert "nested latent of 2 parts" in err.exception_message
+
+
+
+class _NestedPart:
+    """Test-only V1 node (in-process): part ``index`` of a nested LATENT as a plain LATENT."""
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "part"
+    CATEGORY = "testing/exact_inversion"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"latent": ("LATENT",), "index": ("INT", {"default": 0, "min": 0, "max": 7})}}
+
+    def part(self, latent, index):
+        return ({"samples": latent["samples"].unbind()[index]},)
+
+
+def test_inversion_sampler_inverts_every_part_of_a_nested_latent(executor, monkeypatch):
+    """Where stock samplers take nested latents without noise (0.33.0), a guider packs the parts into one [batch, 1, n] tensor for the
+    SAMPLER and the model, and unpacks the result: the Inversion Sampler in SamplerCustom inverts the parts jointly,
+    and stock SamplerCustom (euler) samples both parts back."""
+    if not _samples_nested_latents_without_noise():
+        return   # stock SamplerCustom cannot run a nested latent with add_noise off here (0.3.52, 0.3.75)
+    monkeypatch.setitem(executor.nodes.NODE_CLASS_MAPPINGS, "InvTestNestedLatent", _NestedLatent)
+    monkeypatch.setitem(executor.nodes.NODE_CLASS_MAPPINGS, "InvTestNestedPart", _NestedPart)
+    g = ch.Graph()
+    # one Gaussian: its exact denoiser is affine for any latent layout, so the packed latent is as invertible as any
+    m = g.node("InvTestAnalyticModel", seed=c.ANALYTIC_SEED, components=1, channels=4, latent_format="sd15",
+               sampling="eps")
+    pos, lat = c.cond(g), c.latent(g)
+    sched = g.node("BasicScheduler", model=m, scheduler="simple", steps=6, denoise=1.0)
+    inv_sampler = g.node("ExactInvInversionSampler", method="exact", tolerance=1e-6, iterations=40)
+    nested = g.node("InvTestNestedLatent", latent=lat)
+    inverted = c.sampler_custom(g, m, pos, pos, nested, g.node("FlipSigmas", sigmas=sched), sampler=inv_sampler)
+    back = c.sampler_custom(g, m, pos, pos, inverted.out(0), sched)
+    parts = [(g.node("InvTestNestedPart", latent=nested, index=i), g.node("InvTestNestedPart", latent=back.out(0),
+                                                                          index=i)) for i in (0, 1)]
+    video = c.compare(g, *parts[0])
+    moved = c.compare(g, lat, g.node("InvTestNestedPart", latent=inverted.out(0), index=0))
+    audio = g.node("InvTestSaveTensor", latent=parts[1][1], name="nested_audio_back")
+    out = c.run(executor, g)
+    audio_back = executor.load_tensor(out, audio)
+    print(f"\nnested latent through Inversion Sampler + SamplerCustom: video part {c.psnr(out, video)[0]:.1f} dB, "
+          f"audio part (zeros) max |error| {audio_back.abs().max():.2g}; the inverted video part moved by "
+          f"{c.max_abs(out, moved)[0]:.3g}")
+    assert tuple(audio_back.shape) == (1, 8, 5)
+    assert c.psnr(out, video)[0] >= 90.0
+    assert float(audio_back.abs().max()) <= 1e-4
+    assert c.max_abs(out, moved)[0] > 0.1          # it was inverted, not passed through
 
 
 # --------------------------------------------------------------------------------------------------- model errors
