@@ -216,9 +216,9 @@ class _NestedPart:
 
 
 def test_inversion_sampler_inverts_every_part_of_a_nested_latent(executor, monkeypatch):
-    """Where stock samplers take nested latents without noise (0.33.0), a guider packs the parts into one [batch, 1, n] tensor for the
-    SAMPLER and the model, and unpacks the result: the Inversion Sampler in SamplerCustom inverts the parts jointly,
-    and stock SamplerCustom (euler) samples both parts back."""
+    """Where stock samplers take nested latents without noise (0.33.0), a guider packs the parts into one
+    [batch, 1, n] tensor for the SAMPLER and the model, and unpacks the result: the Inversion Sampler in
+    SamplerCustom inverts the parts jointly, and stock SamplerCustom (euler) samples both parts back."""
     if not _samples_nested_latents_without_noise():
         return   # stock SamplerCustom cannot run a nested latent with add_noise off here (0.3.52, 0.3.75)
     monkeypatch.setitem(executor.nodes.NODE_CLASS_MAPPINGS, "InvTestNestedLatent", _NestedLatent)
