@@ -12,8 +12,9 @@ this is the 400 answer of POST /prompt); a node that raises during execution giv
 (``.node_id``, ``.node_type``, ``.exception_type``, ``.exception_message``, ``.traceback``; its message contains
 node type, exception type and message); an interrupted prompt gives ``PromptInterrupted``.
 
-Caching: both runners keep ComfyUI's default (CLASSIC) output cache across prompts, like a real ComfyUI, so loaded
-models stay loaded between tests. A re-posted identical graph executes nothing and returns the cached ui outputs.
+Caching: both runners keep ComfyUI's default output cache across prompts, like a real ComfyUI, so loaded models
+stay loaded between tests (CLASSIC; 0.33.0's server defaults to a RAM-pressure cache, which keeps everything at the
+tests' sizes, and the in-process executor is CLASSIC on every version). A re-posted identical graph executes nothing and returns the cached ui outputs.
 ``run(graph, fresh=True)`` adds a unique dummy input to every node: each node's cache signature changes and all of
 them execute again (ComfyUI passes only declared inputs to a node, so the dummy is never seen by node code).
 
