@@ -75,6 +75,9 @@ class InversionNode(PackNode):
     """Schema of every node that inverts (the method nodes, Noise Correct; not registered): the common inputs, the
     node's own (:meth:`method_inputs`) and the optional SIGMAS; the four common outputs."""
 
+    SEARCH_ALIASES = ("invert", "inversion", "unsample", "unsampler", "reverse", "reverse sampling", "image to noise",
+                      "noise")
+
     @classmethod
     def method_inputs(cls) -> list:
         return []
@@ -137,6 +140,8 @@ class InvertNode(InversionNode):
 class DDIMInvert(InvertNode):
     NODE_ID = "ExactInvDDIMInvert"
     DISPLAY_NAME = "DDIM Invert"
+    ADVANCED_INPUTS = ("convention",)
+    SEARCH_ALIASES = ("ddim inversion", "FlipSigmas")
     METHOD = "ddim"
     DESCRIPTION = ("Plain DDIM (Euler) inversion: one model call per step, approximate (the classic 'unsampler'). "
                    "Fast, but sampling back drifts from the image at few steps or high cfg. Use Exact Invert to get "
@@ -161,6 +166,8 @@ VERIFY_DEFAULTS = {"target_psnr": 40.0, "refinements": 2, "candidates": True}
 class ExactInvert(InvertNode):
     NODE_ID = "ExactInvExactInvert"
     DISPLAY_NAME = "Exact Invert"
+    ADVANCED_INPUTS = ("max_calls", "memory", "fallback")
+    SEARCH_ALIASES = ("exact inversion", "reconstruct", "FlipSigmas")
     METHOD = "adaptive"
     DESCRIPTION = ("The recommended 'give me my image back' node. Solves every inverse sampler step to a tolerance "
                    "(Anderson-accelerated fixed point), then checks the result end to end: it samples the inverted "
@@ -220,6 +227,8 @@ def first_step_sigma(model) -> float:
 class ReNoiseInvert(InvertNode):
     NODE_ID = "ExactInvReNoiseInvert"
     DISPLAY_NAME = "ReNoise Invert"
+    ADVANCED_INPUTS = ("average", "average_start", "average_end", "first_step", "lambda_pair", "lambda_kl", "seed")
+    SEARCH_ALIASES = ("renoise",)
     METHOD = "renoise"
     DESCRIPTION = ("ReNoise (Garibi et al., ECCV 2024): every inverse step re-noises a fixed number of times with "
                    "the model and averages the last estimates, with the paper's noise regularisation for editable "
@@ -280,6 +289,8 @@ class ReNoiseInvert(InvertNode):
 class EasyInvInvert(InvertNode):
     NODE_ID = "ExactInvEasyInvInvert"
     DISPLAY_NAME = "EasyInv Invert"
+    ADVANCED_INPUTS = ("eta", "start", "length", "order")
+    SEARCH_ALIASES = ("easyinv", "ddim inversion")
     METHOD = "easyinv"
     DESCRIPTION = ("EasyInv (Zhang et al., ICML 2025): DDIM inversion that blends each latent with the previous one "
                    "on a window of steps. One model call per step, like DDIM Invert, usually closer. Presets are the "
@@ -316,6 +327,8 @@ class EasyInvInvert(InvertNode):
 class RNRIInvert(InvertNode):
     NODE_ID = "ExactInvRNRIInvert"
     DISPLAY_NAME = "RNRI Invert"
+    ADVANCED_INPUTS = ("prior_weight",)
+    SEARCH_ALIASES = ("rnri", "newton raphson inversion")
     METHOD = "rnri"
     DESCRIPTION = ("RNRI (Samuel et al., ICLR 2025): Newton-Raphson on each inverse step with a Gaussian prior that "
                    "keeps the latent in distribution. 'newton' differentiates the model (one backward pass per "

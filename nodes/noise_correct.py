@@ -24,6 +24,8 @@ SOLVERS = ("exact", "renoise", "edit_friendly")
 class NoiseCorrect(InversionNode):
     NODE_ID = "ExactInvNoiseCorrect"
     DISPLAY_NAME = "Noise Correct"
+    ADVANCED_INPUTS = ("s_noise", "correction", "solver", "iterations")
+    SEARCH_ALIASES = ("edit friendly inversion", "ddpm inversion", "euler ancestral inversion", "lcm inversion")
     DESCRIPTION = ("Inverts a stochastic sampler (euler_ancestral or lcm) and stores the noise of every step, "
                    "corrected so that replaying it lands exactly on the image: Inverted Sampler (or Replay "
                    "Sampler + NOISE in SamplerCustomAdvanced) then reproduces the input, and an edited "

@@ -35,7 +35,7 @@ import latent_preview
 from ..inversion_core.monitor import Monitor
 from ..inversion_core.trajectory import invert
 from ..inversion_core.verified import invert_verified
-from . import validation
+from . import host_features, model_errors, validation
 from .record import InversionRecord, model_fingerprint
 
 log = logging.getLogger("exact_inversion")
@@ -169,6 +169,7 @@ class InversionNoise:
 
     def generate_noise(self, input_latent) -> torch.Tensor:
         samples = input_latent["samples"]
+        validation.not_nested(self.node, "latent_image (of SamplerCustomAdvanced, for the NOISE output)", samples)
         record = self.record
         if tuple(samples.shape) != record.shape:
             raise validation.NodeInputError(
@@ -235,6 +236,7 @@ class InversionSampler(comfy.samplers.KSAMPLER):
         self.step_kind, self.eta, self.s_noise = step_kind, float(eta), float(s_noise)
         self.noise_seed, self.correction = int(noise_seed), correction
         self.progress, self.node = progress, node
+        self.latent_input = "latent" if progress is not None else "latent_image (of the sampler node)"
         self.result = None
         self.exit_ok = True
 
@@ -244,9 +246,17 @@ class InversionSampler(comfy.samplers.KSAMPLER):
             step_callback_monitor(callback, order.numel() - 1)
         param = "flow" if isinstance(model_sampling, comfy.model_sampling.CONST) else "ve"
         extra = {k: v for k, v in extra_args.items() if k != "denoise_mask"}
+        first_call = [True]
 
         def denoise(x, sigma):
-            return model_wrap(x, sigma, **extra)
+            if not first_call[0]:
+                return model_wrap(x, sigma, **extra)
+            first_call[0] = False
+            try:
+                return model_wrap(x, sigma, **extra)
+            except Exception as error:  # noqa: BLE001 -- re-raised, named (model_errors.first_call)
+                model_errors.first_call(self.node, self.latent_input, x0, error)
+                raise
 
         options = dict(step_kind=self.step_kind, parametrization=param, eta=self.eta, s_noise=self.s_noise,
                        noise_seed=self.noise_seed, correction=self.correction, monitor=monitor)
@@ -306,9 +316,11 @@ class ReplayNoiseSampler:
         if noise is None:   # a deterministic step (e.g. eta 0): ComfyUI still draws noise and multiplies it by 0
             return torch.zeros(record.shape, dtype=torch.float32, device=device)
         noise = noise.to(device=device, dtype=torch.float32)
-        if record.step_kind == "lcm" and record.noise_scale != 1.0:
-            noise = noise / record.noise_scale   # sample_lcm renoises through noise_scaling, which scales it
-        return noise
+        # Newer ComfyUI multiplies the noise by model_sampling.noise_scale (sample_euler_ancestral_RF scales s_noise,
+        # sample_lcm renoises through noise_scaling); the stored noises are the unscaled ones: divide by whatever this
+        # host's sampler will apply (host_features measures it).
+        factor = host_features.replay_noise_factor(record.step_kind, record.noise_scale)
+        return noise / factor if factor != 1.0 else noise
 
 
 def replay_sampler(record: InversionRecord, node: str = "Replay Sampler") -> comfy.samplers.KSAMPLER:

@@ -30,6 +30,7 @@ from .schema import PackNode
 class InvertedSampler(PackNode):
     NODE_ID = "ExactInvInvertedSampler"
     DISPLAY_NAME = "Inverted Sampler"
+    SEARCH_ALIASES = ("inversion", "sample back", "reconstruct", "edit", "unsampler", "noise replay")
     DESCRIPTION = ("Samples an inversion back to an image latent: ComfyUI's own sampler of the inversion's kind "
                    "(euler, or euler_ancestral / lcm replaying the stored noises) from the inverted latent over the "
                    "inverted schedule. With the inversion's conditioning and cfg it returns the input latent; with "
@@ -101,6 +102,8 @@ SAMPLER_METHODS = {
 class InversionSamplerNode(PackNode):
     NODE_ID = "ExactInvInversionSampler"
     DISPLAY_NAME = "Inversion Sampler"
+    SEARCH_ALIASES = ("invert", "inversion", "unsample", "unsampler", "reverse", "reverse sampler", "FlipSigmas",
+                      "noise")
     DESCRIPTION = ("A SAMPLER that inverts instead of denoising, for SamplerCustom / SamplerCustomAdvanced with "
                    "add_noise off: give it the schedule in sampling order (BasicScheduler) or flipped (FlipSigmas). "
                    "Its output latent is the inverted LATENT (sample it back with SamplerCustom, euler and the "
@@ -139,6 +142,7 @@ class InversionSamplerNode(PackNode):
 class ReplaySamplerNode(PackNode):
     NODE_ID = "ExactInvReplaySampler"
     DISPLAY_NAME = "Replay Sampler"
+    SEARCH_ALIASES = ("inversion", "replay noise", "noise", "unsampler")
     DESCRIPTION = ("A SAMPLER that samples like the inverted sampler (euler, euler_ancestral or lcm: ComfyUI's own) "
                    "while replaying the INVERSION's stored noises. Use with SamplerCustomAdvanced, the invert node's "
                    "NOISE and SIGMAS and the input latent.")

@@ -78,10 +78,9 @@ def latent_samples(node: str, name: str, latent) -> torch.Tensor:
     if not isinstance(latent, dict) or "samples" not in latent:
         fail(node, name, "is not a LATENT (a dict with a 'samples' tensor)" + CONNECT_LATENT)
     samples = latent["samples"]
+    not_nested(node, name, samples)
     if not isinstance(samples, torch.Tensor):
         fail(node, name, f"holds {type(samples).__name__}, not a tensor" + CONNECT_LATENT)
-    if getattr(samples, "is_nested", False):
-        fail(node, name, "is a nested (multi-part) latent; invert each part separately")
     if samples.ndim < 4:
         fail(node, name, f"has shape {tuple(samples.shape)}; expected [batch, channels, height, width] "
                          "(or [batch, channels, frames, height, width])" + CONNECT_LATENT)
@@ -95,6 +94,33 @@ def latent_samples(node: str, name: str, latent) -> torch.Tensor:
         fail(node, name, f"contains {bad} NaN/inf values; decode or regenerate it (a NaN latent usually "
                          "comes from an fp16 VAE overflow: try the VAE in fp32)")
     return samples
+
+
+def not_nested(node: str, name: str, samples) -> None:
+    """Refuse a nested latent: ComfyUI's ``comfy.nested_tensor.NestedTensor`` (0.3.75 and later; LTX-2 audio +
+    video, several latents sampled jointly) or a torch nested tensor. Its parts are denoised together by one model,
+    so they cannot be inverted one at a time, and the nodes' INVERSION and NOISE hold a single tensor. A SAMPLER
+    never sees one: ComfyUI's guider packs the parts into one [batch, 1, n] tensor, so the Inversion Sampler in
+    SamplerCustom inverts them jointly (tests/test_host_compat.py)."""
+    if not getattr(samples, "is_nested", False):
+        return
+    parts = getattr(samples, "tensors", None)
+    if parts is None:
+        try:
+            parts = samples.unbind()
+        except Exception:  # noqa: BLE001 -- only for the message
+            parts = []
+    shapes = ", ".join(str(tuple(getattr(t, "shape", ()))) for t in parts) or "unknown"
+    from . import host_features  # local: only needed here
+
+    if host_features.samples_nested_latents_without_noise():
+        how = ("Invert it with Inversion Sampler in SamplerCustom (add_noise off, sigmas through FlipSigmas; "
+               "ComfyUI packs the parts for it) and sample back with SamplerCustom (euler, the unflipped sigmas)")
+    else:
+        how = ("This ComfyUI cannot sample a nested latent without added noise either (SamplerCustom with add_noise "
+               "off); update ComfyUI to invert it with Inversion Sampler in SamplerCustom")
+    fail(node, name, f"is a nested latent of {len(parts)} parts (shapes {shapes}), e.g. an LTX-2 audio + video "
+                     f"latent, which this node cannot take (its INVERSION and NOISE hold one tensor). {how}")
 
 
 def latent_for_model(node: str, name: str, samples: torch.Tensor, model) -> None:

@@ -649,7 +649,7 @@ def ui_from_api(flow_api: dict, object_info: dict, notes=(), name: str = "workfl
         names = info.get("output_name") or info.get("output", [])
         node_json["outputs"] = [
             {"name": names[i], "type": t, "links": out_links.get((n, i), []), "slot_index": i}
-            for i, t in enumerate(info.get("output", []))
+            for i, t in enumerate(info.get("output", [])[:_outputs_to_write(info, n, out_links)])
         ]
 
     # layout: columns by depth; notes go right under their anchor, the description on top of column 0
@@ -697,6 +697,33 @@ def ui_from_api(flow_api: dict, object_info: dict, notes=(), name: str = "workfl
         "extra": {"ds": {"scale": 0.75, "offset": [40, 40]}},
         "version": 0.4,
     }
+
+
+def _outputs_to_write(info: dict, node: int, out_links: dict) -> int:
+    """How many of a node's output slots a committed UI file lists (see ``output_slots_ok``): all of them, except
+    that an *output node* (SaveImage, PreviewImage, ...) lists none after its last linked one. ComfyUI 0.33.0 gave
+    SaveImage / PreviewImage an IMAGE output that 0.3.52 and 0.3.75 do not have; a file without it is exact for the
+    older versions, and the newer frontend adds the missing trailing slot when it loads the file (measured with
+    frontend 1.49.6: every example workflow queues exactly its API twin). So the files are the same whichever
+    ComfyUI generates them."""
+    count = len(info.get("output", []))
+    if not info.get("output_node"):
+        return count
+    linked = [slot for (origin, slot), ids in out_links.items() if origin == node and ids]
+    return max(linked) + 1 if linked else 0
+
+
+def output_slots_ok(info: dict, ui_outputs: list) -> str | None:
+    """Whether a UI node's output slots fit a host's node type in every supported frontend: the same slots, or (for
+    an output node) its first slots, the missing trailing ones unlinked, which the frontend adds on load. A file
+    never lists a slot the type does not have (an old frontend would show a dead socket)."""
+    outputs = info.get("output", [])
+    if len(ui_outputs) == len(outputs):
+        return None
+    if len(ui_outputs) < len(outputs) and info.get("output_node"):
+        return None
+    return (f"{len(ui_outputs)} outputs, the type has {len(outputs)}"
+            + ("" if info.get("output_node") else " (only an output node may omit trailing ones)"))
 
 
 def _add_link(links, out_links, value, target: int, target_slot: int, api: dict, object_info: dict) -> int:
@@ -809,8 +836,9 @@ def validate_ui(ui: dict, object_info: dict) -> list[str]:
                     errors.append(f"{where}: required input {in_name} is not connected")
         outputs = info.get("output", [])
         ui_outputs = node.get("outputs", [])
-        if len(ui_outputs) != len(outputs):
-            errors.append(f"{where}: {len(ui_outputs)} outputs, the type has {len(outputs)}")
+        problem = output_slots_ok(info, ui_outputs)
+        if problem:
+            errors.append(f"{where}: {problem}")
         for slot, entry in enumerate(ui_outputs[:len(outputs)]):
             if entry.get("type") != outputs[slot]:
                 errors.append(f"{where}: output {slot} type {entry.get('type')!r} != {outputs[slot]!r}")

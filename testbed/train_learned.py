@@ -88,7 +88,8 @@ def overlaps(a: tuple, b: tuple) -> bool:
 def tile_pool(pyramids) -> list[tuple]:
     """Every CROP x CROP tile of a grid of stride CROP on every level: (photo, level, top, left)."""
     return [(i, j, top, left) for i, levels in enumerate(pyramids) for j, level in enumerate(levels)
-            for top in range(0, level.shape[-2] - CROP + 1, CROP) for left in range(0, level.shape[-1] - CROP + 1, CROP)]
+            for top in range(0, level.shape[-2] - CROP + 1, CROP)
+            for left in range(0, level.shape[-1] - CROP + 1, CROP)]
 
 
 def eval_latents(seed: int, held_out=HELD_OUT, count: int = EVAL_PER_SET, ratio: float = RATIO,
@@ -163,7 +164,8 @@ def main(argv=None):
     parser.add_argument("--eval-out", type=Path, default=ROOT / "testbed" / "data" / "eval_latents.safetensors")
     parser.add_argument("--eval-count", type=int, default=EVAL_PER_SET, help="crops per eval set (held out, train)")
     parser.add_argument("--eval-tiles", action="store_true",
-                        help="eval crops as distinct grid tiles (default: random positions, as eval_latents.safetensors)")
+                        help="eval crops as distinct grid tiles "
+                        "(default: random positions, as eval_latents.safetensors)")
     parser.add_argument("--eval-only", action="store_true", help="write the eval set and stop (no training)")
     parser.add_argument("--held-out", type=name_list, default=HELD_OUT, help="comma-separated photos never trained on")
     parser.add_argument("--crop", type=int, default=CROP, help="training crop in pixels (a multiple of 8)")

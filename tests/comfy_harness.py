@@ -12,8 +12,10 @@ this is the 400 answer of POST /prompt); a node that raises during execution giv
 (``.node_id``, ``.node_type``, ``.exception_type``, ``.exception_message``, ``.traceback``; its message contains
 node type, exception type and message); an interrupted prompt gives ``PromptInterrupted``.
 
-Caching: both runners keep ComfyUI's default (CLASSIC) output cache across prompts, like a real ComfyUI, so loaded
-models stay loaded between tests. A re-posted identical graph executes nothing and returns the cached ui outputs.
+Caching: both runners keep ComfyUI's default output cache across prompts, like a real ComfyUI, so loaded models
+stay loaded between tests (CLASSIC; 0.33.0's server defaults to a RAM-pressure cache, which keeps everything at the
+tests' sizes, and the in-process executor is CLASSIC on every version). A re-posted identical graph executes nothing
+and returns the cached ui outputs.
 ``run(graph, fresh=True)`` adds a unique dummy input to every node: each node's cache signature changes and all of
 them execute again (ComfyUI passes only declared inputs to a node, so the dummy is never seen by node code).
 
@@ -574,8 +576,11 @@ class InProcessComfy(_RunnerBase):
         self.execution, self.nodes = execution, nodes
         self.import_failed = asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
         self.server = _NullServer()
-        # cache_args (lru/ram sizes) appeared after 0.3.52; older executors take cache_size (LRU only).
-        cache_kw = ({"cache_args": {"lru": 0, "ram": 0}}
+        # cache_args (lru/ram sizes) appeared after 0.3.52; older executors take cache_size (LRU only). 0.3.75
+        # reads "ram" only for a RAM-pressure cache; newer ones (0.33.0) read "ram" and "ram_inactive" (GB of
+        # headroom) at the start of every prompt, whatever the cache type. main.py's --cache-classic passes 0 for
+        # both, which is what a CLASSIC cache means; keys an executor does not read are ignored.
+        cache_kw = ({"cache_args": {"lru": 0, "ram": 0, "ram_inactive": 0}}
                     if "cache_args" in inspect.signature(execution.PromptExecutor).parameters else {})
         self.executor = execution.PromptExecutor(self.server, cache_type=execution.CacheType.CLASSIC, **cache_kw)
         self.startup_seconds = time.monotonic() - t0

@@ -131,9 +131,21 @@ def test_widget_values_out_of_range_are_rejected_by_the_server(server, case, nod
     ("unknown method option (hand-edited JSON)", "ExactInvReNoiseInvert", "first_step", "sometimes"),
 ])
 def test_unknown_combo_value(server, case, node_id, field, value):
-    """ComfyUI 0.3.75 does not check V3 combo values (their input type is "COMBO", not a list): the node does."""
+    """ComfyUI 0.3.52 and 0.3.75 do not check V3 combo values (their input type is "COMBO", not a list): the node
+    does. Newer ComfyUI (0.33.0) checks them itself and answers POST /prompt with ``value_not_in_list``. Which one
+    answers is the host's feature; either answer must name the node and the input."""
     g, inv = _invert_graph(node_id)
     inv.set_input(field, value)
+    try:
+        server.run(g, fresh=True, timeout=120)
+    except ch.PromptValidationError:   # the host validates V3 combos: its answer must name node and input
+        found = _validation_error(server, g, inv, field, "value_not_in_list", case)
+        assert f"'{value}'" in found["details"], found
+        return
+    except ch.PromptExecutionError:    # the host passes the value through: the node must refuse it
+        pass
+    else:
+        pytest.fail(f"{case}: an unknown {field} {value!r} ran without an error")
     display = {"ExactInvDDIMInvert": "DDIM Invert", "ExactInvReNoiseInvert": "ReNoise Invert"}[node_id]
     _node_error(server, g, inv, display, field, [f"is '{value}'; expected one of"], case=case)
 

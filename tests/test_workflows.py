@@ -149,6 +149,37 @@ def test_validator_catches_broken_files():
     assert broken(lambda u: node(u, "KSampler").__setitem__("type", "KSamplerNope"))
 
 
+def test_files_fit_old_and_new_save_nodes():
+    """ComfyUI 0.33.0 gave SaveImage an IMAGE output (0.3.52 / 0.3.75: none). A committed file must be the same
+    whichever host generates it and valid on both: an output node lists no slot after its last linked one (the new
+    frontend adds the missing one on load), every other node lists all its slots, and no node lists a slot its type
+    lacks."""
+    loader = {"input": {"required": {"n": [["a.png"], {}]}}, "input_order": {"required": ["n"]},
+              "output": ["IMAGE"], "output_name": ["IMAGE"]}
+    save = {"input": {"required": {"images": ["IMAGE", {}]}}, "input_order": {"required": ["images"]},
+            "output_node": True}
+    old = {"Loader": loader, "SaveImage": dict(save, output=[], output_name=[])}
+    new = {"Loader": loader, "SaveImage": dict(save, output=["IMAGE"], output_name=["images"])}
+    api = {"1": {"class_type": "Loader", "inputs": {"n": "a.png"}},
+           "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0]}}}
+    ui_old, ui_new = mw.ui_from_api(api, old, name="t"), mw.ui_from_api(api, new, name="t")
+    assert ui_old == ui_new
+    assert next(n for n in ui_new["nodes"] if n["type"] == "SaveImage")["outputs"] == []
+    assert mw.validate_ui(ui_new, old) == [] and mw.validate_ui(ui_new, new) == []
+
+    chained = dict(api, **{"3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0]}}})
+    ui = mw.ui_from_api(chained, new, name="t")                  # a linked output slot of an output node is kept
+    assert [o["type"] for o in next(n for n in ui["nodes"] if n["id"] == 2)["outputs"]] == ["IMAGE"]
+    assert mw.validate_ui(ui, new) == []
+    assert any("1 outputs, the type has 0" in p for p in mw.validate_ui(ui, old))   # a slot the type lacks
+
+    ui = mw.ui_from_api(api, new, name="t")
+    next(n for n in ui["nodes"] if n["type"] == "Loader")["outputs"] = []          # a plain node must list them all
+    ui["links"] = []
+    next(n for n in ui["nodes"] if n["type"] == "SaveImage")["inputs"][0]["link"] = None
+    assert any("only an output node may omit" in p for p in mw.validate_ui(ui, new))
+
+
 # ----------------------------------------------------------------------------------------------- running them
 STANDIN_LATENT = {"class_type": "InvTestAnalyticLatent",
                   "inputs": {"seed": 0, "batch": 1, "latent_width": 8, "latent_height": 8, "gmm_seed": 0,

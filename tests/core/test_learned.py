@@ -19,8 +19,7 @@ if str(ROOT) not in sys.path:
 
 from inversion_core.spaces import add_noise, unit_signal_noise  # noqa: E402
 from testbed.check_learned import v_mse  # noqa: E402
-from testbed.learned import (DEFAULT_WEIGHTS, MODELS, LearnedDenoiser, count_parameters, eval_latents,  # noqa: E402
-                             eval_sources)
+from testbed.learned import DEFAULT_WEIGHTS, MODELS, LearnedDenoiser, count_parameters, eval_latents, eval_sources  # noqa: E402
 from testbed.photos import PHOTOS, latents_to_images, photos_to_latents  # noqa: E402
 
 EVAL_LATENTS = ROOT / "testbed" / "data" / "eval_latents.safetensors"
