@@ -50,7 +50,7 @@ import torch
 
 from .ddim import DDIMInversion
 from .metrics import psnr
-from .monitor import Monitor, SILENT
+from .monitor import SILENT, Monitor
 from .problem import DenoiseFn, StepSolver
 from .renoise import ReNoise
 from .spaces import per_sample

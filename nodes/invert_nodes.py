@@ -166,7 +166,7 @@ VERIFY_DEFAULTS = {"target_psnr": 40.0, "refinements": 2, "candidates": True}
 class ExactInvert(InvertNode):
     NODE_ID = "ExactInvExactInvert"
     DISPLAY_NAME = "Exact Invert"
-    ADVANCED_INPUTS = ("max_calls", "memory", "fallback")
+    ADVANCED_INPUTS = ("tolerance", "max_calls", "memory", "fallback", "refinements", "candidates")
     SEARCH_ALIASES = ("exact inversion", "reconstruct", "FlipSigmas")
     METHOD = "adaptive"
     DESCRIPTION = ("The recommended 'give me my image back' node. Solves every inverse sampler step to a tolerance "
