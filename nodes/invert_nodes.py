@@ -174,7 +174,8 @@ class ExactInvert(InvertNode):
                    "latent back with euler over the same schedule, cfg and conditioning and measures every image's "
                    "reconstruction PSNR. Images below target_psnr get DDIM and ReNoise candidates and "
                    "defect-correction passes; each image keeps its best verified answer. The node's output and "
-                   "log report the measured reconstruction (mean, worst image, images under 30 dB).")
+                   "log report the measured reconstruction (mean, worst image, images under 30 dB). ReNoise "
+                   "Invert keeps the paper's fixed-iteration behaviour instead.")
 
     @classmethod
     def method_inputs(cls):

@@ -511,3 +511,12 @@ def autograd_model(model):
                 clone.add_weight_wrapper(f"{name}.{kind}", _private_weight)
                 wrapped += 1
     return clone, wrapped
+
+
+def is_autograd_failure(error: BaseException) -> bool:
+    """Errors that mean "backward is unavailable here" (inference tensors, kernels without backward): RNRI falls
+    back on them, so ``model_errors`` lets them through untranslated."""
+    text = str(error).lower()
+    keys = ("inference tensor", "does not require grad", "does not have a grad_fn", "derivative for",
+            "not implemented for", "backward", "autograd")
+    return isinstance(error, (RuntimeError, NotImplementedError)) and any(k in text for k in keys)
