@@ -258,9 +258,9 @@ def inverted_samplers(f: Flow, s: Sources, inversion: Ref, edit_negative: Ref, e
                       edit_note: str) -> tuple[Ref, Ref]:
     """Inverted Sampler twice: the reconstruction (source prompts, cfg 1) and the edit (edit prompt)."""
     recon = f.node("ExactInvInvertedSampler", title="Reconstruction", model=s.ckpt, positive=s.pos, negative=s.neg,
-                   cfg=1.0, inversion=inversion)
+                   cfg=1.0, inversion=inversion, edit_strength=1.0)
     edited = f.node("ExactInvInvertedSampler", title="Edit", note=edit_note, model=s.ckpt, positive=s.edit,
-                    negative=edit_negative, cfg=edit_cfg, inversion=inversion)
+                    negative=edit_negative, cfg=edit_cfg, inversion=inversion, edit_strength=1.0)
     return recon, edited
 
 
@@ -482,7 +482,7 @@ def exact_one_node() -> Flow:
         **invert_inputs(ckpt, pos, pos, latent, steps=20, scheduler="normal"),
         tolerance=0.001, max_calls=30, memory=3, fallback=True)
     recon = f.node("ExactInvInvertedSampler", title="Sample back", model=ckpt, positive=pos, negative=pos, cfg=1.0,
-                   inversion=inv[1])
+                   inversion=inv[1], edit_strength=1.0)
     decoded = f.node("VAEDecode", samples=recon, vae=ckpt[2])
     f.node("SaveImage", title="Reconstruction", images=decoded,
            filename_prefix="exact_inversion/exact_reconstruction")
@@ -515,9 +515,42 @@ def sd15_inversion_sampler() -> Flow:
     return f
 
 
+def sd15_masked_edit() -> Flow:
+    f = Flow("sd15_masked_edit", "SD1.5: masked edit (invert, edit inside a mask, keep the rest)",
+             "# Masked edit: invert -> edit inside a mask\n\n**Exact Invert** inverts the whole image; **Inverted "
+             "Sampler** samples it back with the edit prompt from a LATENT that carries a **noise_mask** "
+             "(SetLatentNoiseMask): inside the mask the edit, outside it every step uses the source image's own "
+             "stored trajectory, so the result outside the mask is the source exactly (measured on the "
+             "class-conditional ground truth: >160 dB outside, `benchmarks/EDIT_RESULTS.md`).\n\n"
+             f"Model: `{SD15_CKPT}`. Image: any picture (LoadImage).")
+    s = load_sources(f, SD15_CKPT, 512)
+    blank = f.node("SolidMask", title="Mask canvas (keep)", value=0.0, width=512, height=512)
+    area = f.node("SolidMask", title="Edited area", value=1.0, width=256, height=512)
+    mask = f.node("MaskComposite", title="Mask: left half", note=(
+        "**Mask.** 1 = edit, 0 = keep. Here the left half; paint your own in LoadImage's mask editor and connect "
+        "its MASK output to SetLatentNoiseMask instead."),
+        destination=blank, source=area, x=0, y=0, operation="add")
+    masked = f.node("SetLatentNoiseMask", samples=s.latent, mask=mask)
+    inv = f.node("ExactInvExactInvert", note=(
+        "**Invert at cfg 1** with the source prompt: on the edit benchmark inverting at the edit's cfg lowered the "
+        "edit's match to the ideal edit by about 10 dB. The invert node inverts the whole latent (the trajectory "
+        "outside the mask is what keeps the background)."),
+        **invert_inputs(s.ckpt, s.pos, s.neg, s.latent, steps=25, scheduler="normal"),
+        tolerance=0.001, max_calls=30, memory=3, fallback=True)
+    recon = f.node("ExactInvInvertedSampler", title="Reconstruction", model=s.ckpt, positive=s.pos, negative=s.neg,
+                   cfg=1.0, inversion=inv[1], edit_strength=1.0)
+    edited = f.node("ExactInvInvertedSampler", title="Edit", note=(
+        "**Masked edit.** The masked LATENT goes to `latent`: inside the mask the edit prompt, outside the stored "
+        "source trajectory, blended per step as ComfyUI's own inpainting does. `edit_strength` below 1 replays the "
+        "first steps of the source everywhere (more structure kept); raise `cfg` (3-5) for a stronger edit."),
+        model=s.ckpt, positive=s.edit, negative=s.neg, cfg=3.0, inversion=inv[1], latent=masked, edit_strength=1.0)
+    save_results(f, s.vae, "sd15_masked_edit", recon, edited)
+    return f
+
+
 WORKFLOW_BUILDERS: list[Callable[[], Flow]] = [
     sd15_renoise, sd15_ddim_ksampler, sdxl_turbo_renoise, lcm_lora, lambda: easyinv("sd1"), lambda: easyinv("sdxl"),
-    rnri_sdxl_turbo, flux_exact, exact_one_node, sd15_inversion_sampler,
+    rnri_sdxl_turbo, flux_exact, exact_one_node, sd15_inversion_sampler, sd15_masked_edit,
 ]
 
 

@@ -15,7 +15,8 @@ Nodes (V1, test/benchmark only)
 * InvTestEditScore(model, source, edited, sigmas, source_class, target_class[, mask]) [output]: ui per sample with
   ``success`` (target-class posterior of the edit), ``ideal_psnr`` (dB to the ideal edit: the exact transport of
   the source into the target class for the schedule's top sigma), ``euler_psnr`` (dB to what an exact inversion
-  sampled back with euler over exactly these sigmas gives), ``realism`` (excess NLL under the target class,
+  sampled back with euler over exactly these sigmas gives), ``source_psnr`` (dB to the source), ``ideal_success`` (the target posterior of the ideal edit itself),
+  ``realism`` (excess NLL under the target class,
   nats/dim), ``source_posterior`` (of the source class); with a ``mask`` LATENT (its noise_mask): ``outside_psnr``
   (edit vs source outside the mask), ``inside_success`` (target posterior from the dimensions inside the mask)
   and ``ideal_psnr`` / ``euler_psnr`` inside the mask only.
@@ -193,12 +194,15 @@ class InvTestEditScore:
             ideal = provider.transport(src, source_class, target_class, top, param)
             euler = provider.transport(src, source_class, target_class, top, param, sigmas=sig)
             post = provider.class_posterior(out)
+            ideal_post = provider.class_posterior(ideal)
             ui = {
                 "success": post[:, target_class].tolist(),
                 "source_posterior": post[:, source_class].tolist(),
                 "realism": provider.excess_nll(out, target_class).tolist(),
                 "ideal_psnr": _psnr(ideal, out),
                 "euler_psnr": _psnr(euler, out),
+                "source_psnr": _psnr(src, out),
+                "ideal_success": ideal_post[:, target_class].tolist(),
                 "sigma_max": [top],
             }
             if mask is not None and mask.get("noise_mask") is not None:
