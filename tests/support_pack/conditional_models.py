@@ -63,15 +63,20 @@ def conditional_gaussian(shape, classes: int = 4, seed: int = 0, separation: flo
                                                   float(separation))
 
 
-def conditional_model(seed=0, classes=4, separation=5.0, channels=4, latent_format="sd15", sampling="eps"):
+def make_conditional_model(provider_factory, channels: int = 4, latent_format: str = "sd15", sampling: str = "eps"):
+    """A MODEL whose denoiser is ``provider_factory(shape).denoiser(parametrization)(x, sigma, context)``: as
+    ``analytic_models.make_denoiser_model``, with the CONDITIONING passed on (also used by demo_pack's digits)."""
     model_type, settings = am._model_type(sampling)
     config = am.DenoiserModelConfig(int(channels), latent_format, settings)
     mm = comfy.model_management
-    model = ConditionalDenoiserModel(config, model_type,
-                                     lambda shape: conditional_gaussian(shape, classes, seed, separation))
-    model = model.to(mm.unet_offload_device())
+    model = ConditionalDenoiserModel(config, model_type, provider_factory).to(mm.unet_offload_device())
     return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
                                             offload_device=mm.unet_offload_device())
+
+
+def conditional_model(seed=0, classes=4, separation=5.0, channels=4, latent_format="sd15", sampling="eps"):
+    return make_conditional_model(lambda shape: conditional_gaussian(shape, classes, seed, separation), channels,
+                                  latent_format, sampling)
 
 
 def _model_inputs():
