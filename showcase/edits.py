@@ -128,7 +128,7 @@ def grid(path: Path, sources: list[Image.Image], results: list[tuple[str, list, 
     """Rows: the sources, then per method its reconstructions and its edits (cfg SHOWN_CFG), with captions."""
     scale = max(1, 64 // sources[0].width)
     cell = sources[0].width * scale
-    pad, label_w, caption = 8, 250, 16
+    pad, label_w, caption = 8, 330, 16
     f_lab, f_cap = render.font(14), render.font(11)
     n_rows = 1 + 2 * len(results)
     width = label_w + len(sources) * (cell + pad) + pad
