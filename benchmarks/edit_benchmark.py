@@ -20,8 +20,9 @@ Methods: the six invert nodes (ReNoise with and without its regulariser), Noise 
 trajectory (euler_ancestral) sampled by Inverted Sampler, ComfyUI core's FlipSigmas + SamplerCustom inversion, and
 img2img (no inversion: fresh noise at the same strength, SamplerCustom add_noise on). Invert nodes are sampled
 back by Inverted Sampler. Extra tables: the edit strength (Inverted Sampler ``edit_strength`` against img2img at
-the same start step) and masked edits (the source's left half kept; Inverted Sampler with the LATENT's noise_mask
-against ComfyUI's own inpainting: SetLatentNoiseMask + SamplerCustom with fresh noise).
+the same start step), masked edits (the source's left half kept; Inverted Sampler with the LATENT's noise_mask
+against ComfyUI's own inpainting: SetLatentNoiseMask + SamplerCustom with fresh noise) and the main grid in
+ComfyUI's flow parametrization (N = 10, 25).
 
 Writes ``benchmarks/EDIT_RESULTS.md``, ``benchmarks/edit_results.json`` and ``benchmarks/edit_tradeoff.png``.
 Run as a script, never with the repo root on sys.path (the pack's ``nodes/`` would shadow ComfyUI's).
@@ -55,6 +56,7 @@ MODEL = dict(seed=11, classes=4, separation=3.0, channels=4, latent_format="sd15
 SOURCE, TARGET = 0, 1
 LATENT_SIZE = 8
 STRENGTHS = (1.0, 0.8, 0.6, 0.4)
+FLOW_NS = (10, 25)
 BAD_DB, BAD_SUCCESS = 30.0, 0.5
 
 
@@ -160,15 +162,19 @@ class EditGraph:
 
 # =========================================================================================== statistics
 def _stats(values, low_is_bad=True, bad=None) -> dict:
-    vals = [float(v) for v in values if v is not None]
-    finite = [v for v in vals if math.isfinite(v)]
-    if not vals:
-        return {"mean": None, "worst": None, "bad": None, "n": 0}
-    capped = [min(v, 200.0) if math.isinf(v) else v for v in vals]      # exact (inf dB) counts as 200 dB
-    worst = min(capped) if low_is_bad else max(capped)
-    out = {"mean": sum(capped) / len(capped), "worst": worst, "n": len(vals), "finite": len(finite)}
+    """mean / worst / count beyond ``bad`` over the images; exact (inf dB) counts as 200 dB; a non-finite value
+    (NaN: the method produced no usable latent) is counted in ``nonfinite`` and as bad, and left out of the mean."""
+    vals = [float(v) if v is not None else math.nan for v in values]
+    capped = [min(v, 200.0) if v == math.inf else v for v in vals]
+    finite = [v for v in capped if math.isfinite(v)]
+    nonfinite = len(vals) - len(finite)
+    if not finite:
+        return {"mean": None, "worst": None, "bad": len(vals) if bad is not None else None, "n": len(vals),
+                "nonfinite": nonfinite}
+    worst = min(finite) if low_is_bad else max(finite)
+    out = {"mean": sum(finite) / len(finite), "worst": worst, "n": len(vals), "nonfinite": nonfinite}
     if bad is not None:
-        out["bad"] = sum(1 for v in capped if (v < bad if low_is_bad else v > bad))
+        out["bad"] = nonfinite + sum(1 for v in finite if (v < bad if low_is_bad else v > bad))
     return out
 
 
@@ -247,9 +253,10 @@ def _f(v, fmt="{:.1f}"):
 
 def _mw(st, fmt="{:.1f}", bad=True):
     if not st or st.get("mean") is None:
-        return "—"
+        return f"NaN ({st.get('n', 0)} images)" if st and st.get("nonfinite") else "—"
     text = f"{_f(st['mean'], fmt)} / {_f(st['worst'], fmt)}"
-    return text + (f" ({st['bad']})" if bad and st.get("bad") is not None else "")
+    text += f" ({st['bad']})" if bad and st.get("bad") is not None else ""
+    return text + (f", {st['nonfinite']} NaN" if st.get("nonfinite") else "")
 
 
 def main_table(rows, cfg: float, inv_cfg_rule: str) -> str:
@@ -340,6 +347,12 @@ def write_report(results: dict, path: Path) -> str:
         parts += ["## Inversion at the sampling cfg (the source prompt's cfg)", ""]
         for cfg in CFGS[1:]:
             parts += [main_table([r for r in src if r["inv_cfg"] == cfg], cfg, f"{cfg:g}"), ""]
+    if results.get("flow"):
+        parts += ["## Flow sampling (rectified flow, shift 3, full schedule to sigma 1; inversion cfg 1)", "",
+                  "The same model and edit in ComfyUI's flow parametrization (`InvTestConditionalModel` sampling "
+                  "flow). ComfyUI core's FlipSigmas inversion cannot reach sigma 1 (its latent is NaN there).", ""]
+        for cfg in CFGS:
+            parts += [main_table(results["flow"], cfg, "1"), ""]
     if results.get("strength"):
         r0 = results["strength"][0]
         parts += [f"## Edit strength (N = {r0['n']}, cfg {r0['cfg']:g}; img2img starts at the same step)", "",
@@ -361,7 +374,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ns", default=",".join(map(str, NS)))
     ap.add_argument("--methods", default=",".join(m.key for m in METHODS))
-    ap.add_argument("--parts", default="main,source_cfg,strength,masked")
+    ap.add_argument("--parts", default="main,source_cfg,strength,masked,flow")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(HERE))
     args = ap.parse_args(argv)
@@ -373,7 +386,7 @@ def main(argv=None) -> int:
     log(f"ComfyUI {host.version()} up in {host.startup_seconds:.1f} s")
     results = {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "comfyui": host.version(),
                "machine": f"{os.cpu_count()} CPUs", "threads": args.threads, "model": MODEL, "batch": BATCH,
-               "main": [], "strength": [], "masked": []}
+               "main": [], "strength": [], "masked": [], "flow": []}
     for method in methods:
         for n in ns:
             plan = [(1.0, CFGS)] if "main" in parts else []
@@ -391,6 +404,14 @@ def main(argv=None) -> int:
                     + " | ".join(f"cfg {w}: succ {_mw(v['success'], '{:.2f}')} ideal {_mw(v['ideal_db'])}"
                                  for w, v in e.items())
                     + f" | calls {row['calls']} {time.perf_counter() - t0:.1f}s")
+    if "flow" in parts:
+        for method in methods:
+            for n in FLOW_NS:
+                row = measure_main(host, method, n, 1.0, CFGS, sampling="flow")
+                results["flow"].append(row)
+                log(f"flow {method.key:14s} N={n:<3d}: " + (f"ERROR {row['error'][:150]}" if "error" in row else
+                    " | ".join(f"cfg {w}: succ {_mw(v['success'], '{:.2f}')} ideal {_mw(v['ideal_db'])}"
+                               for w, v in row["edits"].items())))
     if "strength" in parts:
         for key in ("exact", "edit_friendly", "ddim", "img2img"):
             if key in METHOD:
@@ -399,7 +420,7 @@ def main(argv=None) -> int:
                 log(f"strength {key}: " + "; ".join(f"{s}: succ {v['success']['mean']:.2f} src "
                                                    f"{v['source_db']['mean']:.1f} dB" for s, v in row["edits"].items()))
     if "masked" in parts:
-        for key in ("exact", "edit_friendly", "renoise_reg", "ddim", "img2img"):
+        for key in ("exact", "edit_friendly", "renoise", "renoise_reg", "ddim", "img2img"):
             for cfg in (1.0, 3.0):
                 row = measure_masked(host, METHOD[key], 10, cfg)
                 results["masked"].append(row)
