@@ -57,6 +57,7 @@ SOURCE, TARGET = 0, 1
 LATENT_SIZE = 8
 STRENGTHS = (1.0, 0.8, 0.6, 0.4)
 FLOW_NS = (10, 25)
+DIGIT_OFFSET = 5
 BAD_DB, BAD_SUCCESS = 30.0, 0.5
 
 
@@ -160,6 +161,25 @@ class EditGraph:
         return self.g.node("InvTestCompare", a=self.src, b=b)
 
 
+class DigitsGraph(EditGraph):
+    """The learned counterpart: the conditional digits demo model (demo_pack/, ``testbed/digits.py``), all 100
+    held-out digits, each edited from its own digit into (digit + DIGIT_OFFSET) mod 10 with per-image prompts."""
+
+    def __init__(self, sampling: str = "eps"):
+        self.g = Graph()
+        g = self.g
+        self.m = g.node("InvTestCallMeter", model=g.node("InvDemoDigitsModel", sampling=sampling))
+        self.src = g.node("InvDemoDigitLatent", digit=-1, count=10)
+        self.a = g.node("InvDemoDigitBatchPrompt", offset=0)
+        self.b = g.node("InvDemoDigitBatchPrompt", offset=DIGIT_OFFSET)
+        self.empty = g.node("InvDemoDigitPrompt", text="")
+        self.sched = {}
+
+    def report(self, edited, rec, label):
+        return self.g.node("InvDemoEditReport", source=self.src, reconstruction=rec, edited=edited, source_digit=-1,
+                           target_digit=DIGIT_OFFSET, label=label)
+
+
 # =========================================================================================== statistics
 def _stats(values, low_is_bad=True, bad=None) -> dict:
     """mean / worst / count beyond ``bad`` over the images; exact (inf dB) counts as 200 dB; a non-finite value
@@ -194,6 +214,13 @@ def run_graph(host, eg: EditGraph, inv):
     return host.run(eg.g, fresh=fresh)
 
 
+def learned_stats(ui: dict) -> dict:
+    return {"success": _stats(ui["success"], bad=BAD_SUCCESS),
+            "source_db": _stats(ui["source_psnr"]),
+            "centroid_shift": _stats(ui["centroid_shift"], low_is_bad=False),
+            "ink_ratio": _stats(ui["ink_ratio"], low_is_bad=False)}
+
+
 def inversion_info(res, inv) -> dict:
     if inv is None:
         return {"calls": 0, "seconds": 0.0}
@@ -218,6 +245,24 @@ def measure_main(host, method: Method, n: int, inv_cfg: float, cfgs, sampling="e
     row["reconstruction"] = _stats(res.ui(rec)["psnr"], bad=BAD_DB)
     row["edits"] = {str(w): edit_stats(res.ui(s)) for w, s in scores.items()}
     row["ideal_success"] = _stats(res.ui(next(iter(scores.values())))["ideal_success"], bad=BAD_SUCCESS)
+    return row
+
+
+def measure_learned(host, method: Method, n: int, cfgs) -> dict:
+    eg = DigitsGraph()
+    inv, sample = eg.invert(method, n, 1.0)
+    rec = sample(eg.a, 1.0)
+    reports = {w: eg.report(sample(eg.b, w), rec, method.key) for w in cfgs}
+    row = {"method": method.key, "n": n, "inv_cfg": 1.0, "model": "digits"}
+    try:
+        res = run_graph(host, eg, inv)
+    except hs.ch.ComfyError as error:
+        row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
+        return row
+    row.update(inversion_info(res, inv))
+    first = res.ui(next(iter(reports.values())))["edit"][0]
+    row["reconstruction"] = _stats(first["reconstruction_psnr"], bad=BAD_DB)
+    row["edits"] = {str(w): learned_stats(res.ui(r)["edit"][0]) for w, r in reports.items()}
     return row
 
 
@@ -274,6 +319,23 @@ def main_table(rows, cfg: float, inv_cfg_rule: str) -> str:
                      f"{_mw(e['ideal_db'])} | {_mw(e['realism'], '{:.3f}', False)} | {_mw(r['reconstruction'])} | "
                      f"{r['calls']} | {_f(r['seconds'], '{:.2f}')} |")
     return f"**Sampling cfg {cfg:g}, inversion cfg {inv_cfg_rule}**\n\n" + "\n".join(lines)
+
+
+def learned_table(rows, cfg: float) -> str:
+    lines = [f"**Sampling cfg {cfg:g}, inversion cfg 1**", "",
+             f"| method | N | success mean / worst (# < {BAD_SUCCESS}) | pixel PSNR to the source mean / worst | "
+             "centroid shift px mean / worst | ink ratio mean | reconstruction dB mean / worst (# < 30) | "
+             "inversion calls | inversion s |", "|" + "---|" * 9]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {METHOD[r['method']].label} | {r['n']} | error: {r['error'][:80]} |||||||")
+            continue
+        e = r["edits"][str(cfg)]
+        lines.append(f"| {METHOD[r['method']].label} | {r['n']} | {_mw(e['success'], '{:.2f}')} | "
+                     f"{_mw(e['source_db'], bad=False)} | {_mw(e['centroid_shift'], '{:.2f}', False)} | "
+                     f"{_f(e['ink_ratio']['mean'], '{:.2f}')} | {_mw(r['reconstruction'])} | {r['calls']} | "
+                     f"{_f(r['seconds'], '{:.2f}')} |")
+    return "\n".join(lines)
 
 
 def strength_table(rows) -> str:
@@ -353,6 +415,15 @@ def write_report(results: dict, path: Path) -> str:
                   "flow). ComfyUI core's FlipSigmas inversion cannot reach sigma 1 (its latent is NaN there).", ""]
         for cfg in CFGS:
             parts += [main_table(results["flow"], cfg, "1"), ""]
+    if results.get("learned"):
+        parts += ["## Learned model: conditional digits (demo model, `testbed/digits.py`)", "",
+                  f"All 100 held-out handwritten digits, each inverted with its own digit as prompt and edited into "
+                  f"(digit + {DIGIT_OFFSET}) mod 10 (per-image prompts; negative: the empty prompt). No ideal edit is "
+                  "known here: success is the demo classifier's probability of the target digit (96% accurate on "
+                  "these digits), preservation what a digit edit should keep of the source: pixel PSNR to it, the "
+                  "shift of the ink's centroid (pixels of 16) and the ink ratio (edit / source).", ""]
+        for cfg in CFGS:
+            parts += [learned_table(results["learned"], cfg), ""]
     if results.get("strength"):
         r0 = results["strength"][0]
         parts += [f"## Edit strength (N = {r0['n']}, cfg {r0['cfg']:g}; img2img starts at the same step)", "",
@@ -374,7 +445,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ns", default=",".join(map(str, NS)))
     ap.add_argument("--methods", default=",".join(m.key for m in METHODS))
-    ap.add_argument("--parts", default="main,source_cfg,strength,masked,flow")
+    ap.add_argument("--parts", default="main,source_cfg,strength,masked,flow,learned")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(HERE))
     args = ap.parse_args(argv)
@@ -382,11 +453,11 @@ def main(argv=None) -> int:
     methods = [METHOD[k] for k in args.methods.split(",") if k]
     parts = set(args.parts.split(","))
     t_start = time.perf_counter()
-    host = hs.Host(threads=args.threads)
+    host = hs.Host(threads=args.threads, extra_nodes=[("exact_inversion_demo", REPO_ROOT / "demo_pack")])
     log(f"ComfyUI {host.version()} up in {host.startup_seconds:.1f} s")
     results = {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "comfyui": host.version(),
                "machine": f"{os.cpu_count()} CPUs", "threads": args.threads, "model": MODEL, "batch": BATCH,
-               "main": [], "strength": [], "masked": [], "flow": []}
+               "main": [], "strength": [], "masked": [], "flow": [], "learned": []}
     for method in methods:
         for n in ns:
             plan = [(1.0, CFGS)] if "main" in parts else []
@@ -412,6 +483,16 @@ def main(argv=None) -> int:
                 log(f"flow {method.key:14s} N={n:<3d}: " + (f"ERROR {row['error'][:150]}" if "error" in row else
                     " | ".join(f"cfg {w}: succ {_mw(v['success'], '{:.2f}')} ideal {_mw(v['ideal_db'])}"
                                for w, v in row["edits"].items())))
+    if "learned" in parts:
+        for method in methods:
+            for n in ns:
+                t0 = time.perf_counter()
+                row = measure_learned(host, method, n, CFGS)
+                results["learned"].append(row)
+                log(f"digits {method.key:14s} N={n:<3d}: " + (f"ERROR {row['error'][:150]}" if "error" in row else
+                    f"rec {_mw(row['reconstruction'])} | " + " | ".join(
+                        f"cfg {w}: succ {_mw(v['success'], '{:.2f}')} src {_mw(v['source_db'], bad=False)}"
+                        for w, v in row["edits"].items()) + f" | calls {row['calls']} {time.perf_counter() - t0:.1f}s"))
     if "strength" in parts:
         for key in ("exact", "edit_friendly", "ddim", "img2img"):
             if key in METHOD:
