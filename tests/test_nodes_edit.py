@@ -187,3 +187,51 @@ def test_masked_edit_needs_an_inversion_and_a_valid_strength(executor):
     c.compare(g, lat, bad)
     with pytest.raises(ch.PromptExecutionError, match=r"Inverted Sampler.*edit_strength"):
         c.run(executor, g)
+
+
+class _BadMask:
+    """LATENT -> the same LATENT with a noise_mask of value ``value`` everywhere (in-process test node)."""
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "build"
+    CATEGORY = "testing/exact_inversion"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"samples": ("LATENT",), "value": ("FLOAT", {"default": 2.0, "min": -10.0, "max": 10.0})}}
+
+    def build(self, samples, value):
+        return ({**samples, "noise_mask": torch.full((1, 1, 8, 8), float(value))},)
+
+
+@pytest.mark.parametrize("value", [2.0, -0.5])
+def test_a_noise_mask_outside_zero_one_is_refused(executor, monkeypatch, value):
+    monkeypatch.setitem(executor.nodes.NODE_CLASS_MAPPINGS, "EditBadMask", _BadMask)
+    g = ch.Graph()
+    m = cond_model(g)
+    lat = source(g, batch=1)
+    inv = c.invert(g, "ExactInvDDIMInvert", m, klass(g, 0), klass(g, -1), lat, 4)
+    bad = c.inverted_sampler(g, m, klass(g, 2), klass(g, -1), inv.out(c.INVERSION),
+                             latent=g.node("EditBadMask", samples=lat, value=value))
+    c.compare(g, lat, bad)
+    with pytest.raises(ch.PromptExecutionError, match=r"Inverted Sampler.*latent.*noise_mask.*\[0, 1\]"):
+        c.run(executor, g)
+
+
+def test_masked_edit_with_a_later_start_still_keeps_the_outside(executor):
+    g = ch.Graph()
+    m = cond_model(g)
+    lat = source(g)
+    masked = left_half_mask(g, lat)
+    inv = c.invert(g, "ExactInvExactInvert", m, klass(g, 0), klass(g, -1), lat, 10, tolerance=1e-6)
+    half = c.inverted_sampler(g, m, klass(g, 2), klass(g, -1), inv.out(c.INVERSION), latent=masked, cfg=3.0,
+                              edit_strength=0.5)
+    full = c.inverted_sampler(g, m, klass(g, 2), klass(g, -1), inv.out(c.INVERSION), latent=masked, cfg=3.0)
+    s_half = score(g, m, lat, half, inv.out(c.SIGMAS), mask=masked)
+    s_full = score(g, m, lat, full, inv.out(c.SIGMAS), mask=masked)
+    out = c.run(executor, g)
+    rh, rf = out[s_half.id], out[s_full.id]
+    assert all(math.isinf(p) or p >= 100.0 for p in rh["outside_psnr"])
+    # the outside is the source in both, so the whole-latent PSNR to the source compares the insides: the later
+    # start keeps more of the source there
+    assert sum(rh["source_psnr"]) > sum(rf["source_psnr"])
