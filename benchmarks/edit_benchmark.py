@@ -358,7 +358,7 @@ def masked_table(rows) -> str:
     return "\n".join(lines)
 
 
-def plot(rows, path: Path) -> None:
+def plot(rows, path: Path, learned=()) -> None:
     import png_plot
 
     panels = []
@@ -376,8 +376,19 @@ def plot(rows, path: Path) -> None:
         panels.append({"title": f"sampling cfg {cfg:g} (points: N = {', '.join(map(str, NS))})",
                        "xlabel": "edit success (target-class posterior, mean)",
                        "ylabel": "preservation: dB to the ideal edit (mean)", "series": series, "logx": False})
-    png_plot.line_panels(path, panels, title="Edits on the class-conditional analytic model: preservation vs "
-                                             "success (inversion cfg 1)", columns=3, panel_size=(620, 480))
+    for cfg in CFGS if learned else ():
+        series = []
+        for m in METHODS:
+            pts = [(r["edits"][str(cfg)]["success"]["mean"], r["edits"][str(cfg)]["source_db"]["mean"])
+                   for r in learned if r["method"] == m.key and "edits" in r]
+            if pts:
+                series.append({"label": m.label, "points": pts, "color": m.color, "marker": m.marker})
+        panels.append({"title": f"learned digits model, sampling cfg {cfg:g} (N = {', '.join(map(str, NS))})",
+                       "xlabel": "edit success (classifier: p(target digit), mean)",
+                       "ylabel": "preservation: pixel PSNR to the source (mean)", "series": series, "logx": False})
+    png_plot.line_panels(path, panels, title="Edits: preservation vs success (top: class-conditional analytic "
+                                             "model; bottom: learned digits model; inversion cfg 1)", columns=3,
+                         panel_size=(620, 480))
 
 
 def write_report(results: dict, path: Path) -> str:
@@ -512,7 +523,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     (out / "edit_results.json").write_text(json.dumps(results, indent=1, default=str))
     if results["main"]:
-        plot(results["main"], out / "edit_tradeoff.png")
+        plot(results["main"], out / "edit_tradeoff.png", results.get("learned", ()))
     print(write_report(results, out / "EDIT_RESULTS.md"))
     log(f"done in {results['seconds']:.0f} s")
     return 0
