@@ -221,6 +221,11 @@ def learned_stats(ui: dict) -> dict:
             "ink_ratio": _stats(ui["ink_ratio"], low_is_bad=False)}
 
 
+def compare_psnr(ui: dict) -> list:
+    """InvTestCompare's per-image PSNR, NaN where the reconstruction is not finite (its PSNR would read inf)."""
+    return [p if r is not None and math.isfinite(r) else math.nan for p, r in zip(ui["psnr"], ui["rms"])]
+
+
 def inversion_info(res, inv) -> dict:
     if inv is None:
         return {"calls": 0, "seconds": 0.0}
@@ -242,7 +247,7 @@ def measure_main(host, method: Method, n: int, inv_cfg: float, cfgs, sampling="e
         row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
         return row
     row.update(inversion_info(res, inv))
-    row["reconstruction"] = _stats(res.ui(rec)["psnr"], bad=BAD_DB)
+    row["reconstruction"] = _stats(compare_psnr(res.ui(rec)), bad=BAD_DB)
     row["edits"] = {str(w): edit_stats(res.ui(s)) for w, s in scores.items()}
     row["ideal_success"] = _stats(res.ui(next(iter(scores.values())))["ideal_success"], bad=BAD_SUCCESS)
     return row
