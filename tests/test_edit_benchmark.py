@@ -1,6 +1,6 @@
 """The edit benchmark's command keeps working and keeps the orderings the README quotes, on a small slice.
 
-The full command (``bash scripts/edit_benchmark.sh``, about 2-3 minutes) is not a test; this runs it at N = 4 for
+The full command (``bash scripts/edit_benchmark.sh``, about 6 minutes) is not a test; this runs it at N = 4 for
 three methods (its own process, the real host) and checks the report: Exact Invert's edit is closer to the ideal edit
 than DDIM's, and DDIM's than img2img's, at every sampling cfg; Exact reconstructs; the masked edit keeps the source
 outside the mask; on the learned digits model (all 100 held-out digits) Exact reconstructs better than DDIM and
