@@ -127,7 +127,8 @@ def _find_meter():
 class Host:
     """One in-process ComfyUI (CPU) with the pack and the test-support pack; see the module docstring."""
 
-    def __init__(self, threads: int | None = None, quiet: bool = True, gpu: bool = False):
+    def __init__(self, threads: int | None = None, quiet: bool = True, gpu: bool = False, extra_nodes=()):
+        """``extra_nodes``: (link name, folder) node packs linked into custom_nodes/ as well (e.g. demo_pack/)."""
         import torch
 
         if threads:
@@ -141,6 +142,8 @@ class Host:
         tmp = tempfile.mkdtemp(prefix="exact_inversion_bench_")
         atexit.register(shutil.rmtree, tmp, True)   # links into the repo are unlinked, not followed
         base = ch.make_base_dir(Path(tmp), models)
+        for link, folder in extra_nodes:
+            (base / "custom_nodes" / link).symlink_to(Path(folder).resolve(), target_is_directory=True)
         if gpu:
             # InProcessComfy forces args.cpu = True before comfy.model_management is imported; model_management
             # fixes its device at import, so importing it first with args.cpu = False keeps the GPU.

@@ -19,6 +19,23 @@ Nodes
   the measured landing error of every inverse step (one forward step of the inverted sampler from each stored
   latent, with the demo model's denoiser, compared with the latent below it; one model call per step, not counted in
   the inversion's calls) and the reconstruction PSNR of the latents per sample.
+
+Conditional digits (the edit section of the showcase, ``testbed/digits.py``)
+* Digits Demo Model (``InvDemoDigitsModel``: sampling) -> MODEL: the conditional digits denoiser, its CONDITIONING
+  passed to it as a text-to-image model's cross-attention (``tests/support_pack/conditional_models``).
+* Digit Prompt (``InvDemoDigitPrompt``: text) -> CONDITIONING: the tiny prompt encoder (digit words / numerals to
+  learned token embeddings; a prompt without one is the empty prompt, the unconditional branch).
+* Digit Latent (``InvDemoDigitLatent``: digit, count) -> LATENT: held-out handwritten digits of one class (the
+  committed ``testbed/data/digits_eval.safetensors``), [count, 4, 8, 8]; digit -1: all 100 held-out digits (10 of
+  each, sorted by digit; count ignored); decode with Latent To Photo.
+* Digit Batch Prompt (``InvDemoDigitBatchPrompt``: offset) -> CONDITIONING with one prompt per image of the digit -1
+  batch: the digit (label + offset) mod 10 of each (offset 0 = each image's own digit).
+* Edit Report (``InvDemoEditReport``: model, source, reconstruction, edited, target) [output]: ui ``{"edit":
+  [dict]}`` per sample: ``success`` (the classifier's probability of the target digit), ``source_class``
+  (probability of the source's own digit after the edit), ``reconstruction_psnr`` and ``source_psnr`` (pixels in
+  [-1, 1], peak 2), ``ink_ratio`` (ink of the edit / ink of the source) and ``centroid_shift`` (pixels): what a
+  digit edit should keep is the stroke's place and weight. source_digit -1: the digit -1 batch, each image's own
+  digit as source and (digit + target_digit) mod 10 as target.
 """
 from __future__ import annotations
 
@@ -220,7 +237,154 @@ class InvDemoInversionReport:
         return {"ui": {"report": [result]}}
 
 
+_DIGITS = {}
+
+
+def _digits():
+    if "model" not in _DIGITS:
+        module = _repo_module("testbed.digits")
+        with torch.inference_mode(False):
+            _DIGITS["model"] = module.DigitsModel.load()
+        _DIGITS["module"] = module
+    return _DIGITS["module"], _DIGITS["model"]
+
+
+class InvDemoDigitsModel:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"sampling": (["eps", "v_prediction", "flow"], {"default": "eps"})}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "build"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "The conditional handwritten-digits denoiser (testbed/digits.py) as a ComfyUI MODEL (demo only)."
+
+    def build(self, sampling):
+        conditional = _support_module("conditional_models")
+        _, provider = _digits()
+        return (conditional.make_conditional_model(lambda shape: provider, 4, "identity", sampling),)
+
+
+class InvDemoDigitPrompt:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"text": ("STRING", {"default": "a three", "multiline": False,
+                                                 "tooltip": "digit words or numerals ('three', '3'); other words "
+                                                            "are ignored; none = the empty prompt"})}}
+
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "encode"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "The digits model's tiny prompt encoder: words -> token embeddings [1, tokens, 32]."
+
+    def encode(self, text):
+        _, model = _digits()
+        return ([[model.encoder.encode(text), {}]],)
+
+
+class InvDemoDigitLatent:
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "digit": ("INT", {"default": 3, "min": -1, "max": 9, "tooltip": "-1 = all held-out digits"}),
+            "count": ("INT", {"default": 6, "min": 1, "max": 10, "tooltip": "held-out digits of that class"}),
+        }}
+
+    def load(self, digit, count):
+        module, _ = _digits()
+        latents, labels = _eval_sorted(module)
+        chosen = latents if int(digit) < 0 else latents[labels == int(digit)][:int(count)]
+        return ({"samples": chosen.to(torch.float32).contiguous()},)
+
+
+def _eval_sorted(module):
+    """The held-out digits sorted by label (stable): (latents [100, 4, 8, 8], labels [100])."""
+    with torch.inference_mode(False):
+        data = module.load_eval()
+    order = torch.argsort(data["labels"], stable=True)
+    return data["latents"][order], data["labels"][order]
+
+
+class InvDemoDigitBatchPrompt:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"offset": ("INT", {"default": 0, "min": 0, "max": 9,
+                                                "tooltip": "prompt digit = (the image's digit + offset) mod 10"})}}
+
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "encode"
+    CATEGORY = CATEGORY
+
+    def encode(self, offset):
+        module, model = _digits()
+        _, labels = _eval_sorted(module)
+        cond = torch.cat([model.encoder.encode(str(int((k + offset) % 10))) for k in labels.tolist()])
+        return ([[cond, {}]],)
+
+
+def _ink(images: torch.Tensor):
+    """(ink mass, centroid [N, 2]) of grayscale digits in [-1, 1] (ink = the part above -1)."""
+    ink = ((images[:, 0].double() + 1.0) * 0.5).clamp_min(0.0)
+    total = ink.flatten(1).sum(1).clamp_min(1e-8)
+    h, w = ink.shape[-2:]
+    ys = torch.arange(h, dtype=torch.float64).reshape(1, h, 1)
+    xs = torch.arange(w, dtype=torch.float64).reshape(1, 1, w)
+    centroid = torch.stack([(ink * ys).flatten(1).sum(1) / total, (ink * xs).flatten(1).sum(1) / total], 1)
+    return total, centroid
+
+
+class InvDemoEditReport:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "source": ("LATENT",), "reconstruction": ("LATENT",), "edited": ("LATENT",),
+            "source_digit": ("INT", {"default": 3, "min": -1, "max": 9, "tooltip": "-1: the digit -1 batch"}),
+            "target_digit": ("INT", {"default": 8, "min": 0, "max": 9}),
+            "label": ("STRING", {"default": "method"}),
+        }}
+
+    RETURN_TYPES = ()
+    FUNCTION = "report"
+    OUTPUT_NODE = True
+    CATEGORY = CATEGORY
+
+    def report(self, source, reconstruction, edited, source_digit, target_digit, label):
+        module, model = _digits()
+        if int(source_digit) < 0:
+            _, labels = _eval_sorted(module)
+            source_digit, target_digit = labels, (labels + int(target_digit)) % 10
+        else:
+            source_digit, target_digit = torch.tensor(int(source_digit)), torch.tensor(int(target_digit))
+        src, rec, out = (x["samples"].to(torch.float32).cpu() for x in (source, reconstruction, edited))
+        if not (src.shape == rec.shape == out.shape):
+            raise ValueError(f"Edit Report: shapes differ {tuple(src.shape)} {tuple(rec.shape)} {tuple(out.shape)}")
+        with torch.inference_mode(False):
+            probs = model.classify(out)
+            ink_src, c_src = _ink(module.latents_to_digits(src))
+            ink_out, c_out = _ink(module.latents_to_digits(out))
+        rows = torch.arange(probs.shape[0])
+        result = {
+            "label": label,
+            "success": probs[rows, target_digit.expand(probs.shape[0])].tolist(),
+            "source_class": probs[rows, source_digit.expand(probs.shape[0])].tolist(),
+            "reconstruction_psnr": _psnr(src, rec, peak=2.0),
+            "source_psnr": _psnr(src, out, peak=2.0),
+            "ink_ratio": (ink_out / ink_src).tolist(),
+            "centroid_shift": (c_out - c_src).norm(dim=1).tolist(),
+        }
+        return {"ui": {"edit": [result]}}
+
+
 NODE_CLASS_MAPPINGS = {
+    "InvDemoDigitsModel": InvDemoDigitsModel,
+    "InvDemoDigitPrompt": InvDemoDigitPrompt,
+    "InvDemoDigitLatent": InvDemoDigitLatent,
+    "InvDemoDigitBatchPrompt": InvDemoDigitBatchPrompt,
+    "InvDemoEditReport": InvDemoEditReport,
     "InvDemoLearnedModel": InvDemoLearnedModel,
     "InvDemoEmptyConditioning": InvDemoEmptyConditioning,
     "InvDemoPhotoLatent": InvDemoPhotoLatent,
@@ -228,6 +392,11 @@ NODE_CLASS_MAPPINGS = {
     "InvDemoInversionReport": InvDemoInversionReport,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
+    "InvDemoDigitsModel": "Digits Demo Model",
+    "InvDemoDigitPrompt": "Digit Prompt",
+    "InvDemoDigitLatent": "Digit Latent",
+    "InvDemoDigitBatchPrompt": "Digit Batch Prompt",
+    "InvDemoEditReport": "Edit Report",
     "InvDemoLearnedModel": "Learned Demo Model",
     "InvDemoEmptyConditioning": "Empty Conditioning",
     "InvDemoPhotoLatent": "Photo Latent",

@@ -420,7 +420,8 @@ def run_inversion(node: str, model, positive, negative, latent: dict, cfg: float
     out_latent = {k: v for k, v in latent.items() if k != "noise_mask"}
     out_latent["samples"] = out
     if "noise_mask" in latent:
-        log.info("%s: the input latent's noise_mask was dropped from the inverted LATENT", node)
+        log.info("%s: the input latent's noise_mask was dropped from the inverted LATENT (the whole latent is "
+                 "inverted; for a masked edit connect the masked LATENT to Inverted Sampler's latent input)", node)
     return InversionOutputs(out_latent, record, InversionNoise(record, model, node), sigmas.to(torch.float32).cpu())
 
 

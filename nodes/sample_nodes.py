@@ -2,7 +2,9 @@
 
 * Inverted Sampler: INVERSION (+ same or edited conditioning and cfg) -> LATENT, through ComfyUI's own
   k-diffusion sampler of the inversion's step kind (``sample_euler``, ``sample_euler_ancestral``, ``sample_lcm``)
-  replaying the stored noises, inside a guider run. Unedited, it returns the inverted latent.
+  replaying the stored noises, inside a guider run. Unedited, it returns the inverted latent. An edit strength
+  below 1 replays the source trajectory for the first steps; a LATENT with a noise_mask edits inside the mask
+  only (``edit_sampling``).
 * Inversion Sampler: a SAMPLER that inverts (for SamplerCustom / FlipSigmas graphs).
 * Replay Sampler: a SAMPLER replaying an INVERSION's noises (for SamplerCustomAdvanced with its NOISE).
 """
@@ -21,10 +23,17 @@ from ..inversion_core.adaptive import AdaptiveInversion
 from ..inversion_core.ddim import DDIMInversion
 from ..inversion_core.easyinv import EasyInv
 from ..inversion_core.renoise import ReNoise
-from . import runtime, validation
+from . import edit_sampling, runtime, validation
 from .invert_nodes import ExactInvert
 from .record import INVERSION
 from .schema import PackNode
+
+EDIT_STRENGTH_TOOLTIP = ("Fraction of the steps sampled with this conditioning (1 = the whole schedule). Below 1 "
+                         "the first (1 - strength) x steps are the source's own stored trajectory, so the edit "
+                         "starts later and keeps more of the source's structure. Measured (edit benchmark, cfg 3, "
+                         "10 steps): strength 0.4 kept Exact Invert's edit 4.5 dB closer to the ideal edit than 1 "
+                         "at about the same success (0.98 against 1.00); img2img at the same start step stayed 25 "
+                         "dB further away.")
 
 
 class InvertedSampler(PackNode):
@@ -34,8 +43,10 @@ class InvertedSampler(PackNode):
     DESCRIPTION = ("Samples an inversion back to an image latent: ComfyUI's own sampler of the inversion's kind "
                    "(euler, or euler_ancestral / lcm replaying the stored noises) from the inverted latent over the "
                    "inverted schedule. With the inversion's conditioning and cfg it returns the input latent; with "
-                   "an edited conditioning it gives the edit. Without an INVERSION it samples a LATENT (from an "
-                   "invert node's latent output) with euler over SIGMAS.")
+                   "an edited conditioning it gives the edit. Edit strength below 1 keeps more of the source: the "
+                   "first steps replay the source trajectory. A noise_mask on the latent (SetLatentNoiseMask) edits "
+                   "inside the mask and keeps the source outside it. Without an INVERSION it samples a LATENT (from "
+                   "an invert node's latent output) with euler over SIGMAS.")
 
     @classmethod
     def schema_inputs(cls):
@@ -48,9 +59,13 @@ class InvertedSampler(PackNode):
             INVERSION.Input("inversion", optional=True, tooltip="From an invert node or Noise Correct."),
             io.Latent.Input("latent", optional=True,
                             tooltip="With an inversion: the latent that was inverted (optional; it must have the "
-                            "inversion's shape). Without: an inverted LATENT to sample with euler over sigmas."),
+                            "inversion's shape). Give it a noise_mask (SetLatentNoiseMask) to edit only inside the "
+                            "mask: outside, every step uses the source's own stored trajectory and the result is "
+                            "the source. Without an inversion: an inverted LATENT to sample with euler over sigmas."),
             io.Sigmas.Input("sigmas", optional=True,
                             tooltip="Without an inversion: the schedule the latent was inverted with."),
+            io.Float.Input("edit_strength", default=1.0, min=0.0, max=1.0, step=0.05, optional=True,
+                           tooltip=EDIT_STRENGTH_TOOLTIP),
         ]
 
     @classmethod
@@ -58,7 +73,7 @@ class InvertedSampler(PackNode):
         return [io.Latent.Output(id="sampled_latent", display_name="latent")]
 
     @classmethod
-    def execute(cls, model, positive, negative, cfg, inversion=None, latent=None, sigmas=None):
+    def execute(cls, model, positive, negative, cfg, inversion=None, latent=None, sigmas=None, edit_strength=1.0):
         node = cls.DISPLAY_NAME
         validation.model(node, "model", model)
         cfg = validation.finite(node, "cfg", cfg)
@@ -71,10 +86,21 @@ class InvertedSampler(PackNode):
                 validation.batch_matches(node, "latent", latent_image, inversion)
             validation.conditioning(node, "positive", positive, model, inversion.batch)
             validation.conditioning(node, "negative", negative, model, inversion.batch)
-            samples = runtime.sample_back(node, model, positive, negative, cfg, inversion, latent_image)
+            strength = validation.finite(node, "edit_strength", edit_strength)
+            if not 0.0 <= strength <= 1.0:
+                validation.fail(node, "edit_strength", f"must be between 0 and 1, got {strength}")
+            mask = edit_sampling.noise_mask(node, "latent", latent)
+            if mask is None and strength >= 1.0:
+                samples = runtime.sample_back(node, model, positive, negative, cfg, inversion, latent_image)
+            else:
+                samples = edit_sampling.sample_edit(node, model, positive, negative, cfg, inversion, latent_image,
+                                                    mask, strength)
             return io.NodeOutput({"samples": samples})
         if latent is None or sigmas is None:
             validation.fail(node, "inversion", "is not connected: connect an INVERSION, or a LATENT and SIGMAS")
+        if edit_sampling.noise_mask(node, "latent", latent) is not None or float(edit_strength) < 1.0:
+            validation.fail(node, "inversion", "is not connected: a masked edit or an edit strength below 1 needs "
+                            "the INVERSION (the source trajectory it replays)")
         samples = validation.latent_samples(node, "latent", latent)
         samples = comfy.sample.fix_empty_latent_channels(model, samples)
         validation.latent_for_model(node, "latent", samples, model)

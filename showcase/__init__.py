@@ -10,7 +10,12 @@ websocket with live progress, and writes to ``out/showcase/``:
 * ``table.md``: PSNR (latent and pixel), model calls and seconds per method;
 * ``convergence.png``: the landing error of every inverse step per method (log scale);
 * ``results.json`` (everything measured) and ``images/`` (every reconstruction);
+* the edit section (``edits``): held-out handwritten 3s inverted with the prompt "3" on the conditional digits demo
+  model and sampled back with "8" by every edit method (plus img2img): ``edits.png`` (source | reconstruction |
+  edit per method, with PSNR and the classifier's p(8)), ``edit_tradeoff.png`` (preservation vs success at cfg 1,
+  3, 7.5) and an edit table appended to ``table.md``;
 
-and copies grid, plot and table to ``docs/`` for the README. Modules: ``methods`` (what runs), ``prompts`` (the
-API graphs), ``client`` (server, websocket, progress), ``render`` (PNG grid, plot, table), ``run`` (the CLI).
+and copies grids, plots and table to ``docs/`` for the README. Modules: ``methods`` (what runs), ``prompts`` (the
+API graphs), ``client`` (server, websocket, progress), ``render`` (PNG grid, plot, table), ``edits`` (the edit section),
+``run`` (the CLI).
 """

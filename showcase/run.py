@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import client, render
+from . import client, edits, render
 from .methods import METHODS
 from .prompts import method_prompt, original_prompt
 
@@ -37,6 +37,12 @@ def parse_args(argv=None):
                    help="where grid.png / convergence.png / table.md are copied for the README ('' to skip)")
     p.add_argument("--methods", default=",".join(m.key for m in METHODS),
                    help="subset of " + ",".join(m.key for m in METHODS))
+    p.add_argument("--edit-methods", default=",".join(m.key for m in edits.EDIT_METHODS),
+                   help="edit section: subset of " + ",".join(m.key for m in edits.EDIT_METHODS) + " ('' = none)")
+    p.add_argument("--edit-steps", type=int, default=10, help="steps of the edit section (digits model)")
+    p.add_argument("--edit-source", type=int, default=3, help="digit to edit")
+    p.add_argument("--edit-target", type=int, default=8, help="digit to edit it into")
+    p.add_argument("--edit-count", type=int, default=6, help="held-out digits edited per method")
     return p.parse_args(argv)
 
 
@@ -53,6 +59,7 @@ def main(argv=None) -> int:
     chosen = [m for key in args.methods.split(",") for m in METHODS if m.key == key.strip()]
     if not chosen:
         sys.exit(f"no method in {args.methods!r}")
+    chosen_edits = [m for key in args.edit_methods.split(",") for m in edits.EDIT_METHODS if m.key == key.strip()]
     photos_arg = ",".join(photos)
     printer = client.ProgressPrinter()
     out = args.out
@@ -136,6 +143,25 @@ def main(argv=None) -> int:
             printer.line(f"[{k}/{n}] {method.label}: PSNR {row['pixel_psnr_mean']:.1f} dB, "
                          f"{row['model_calls']} model calls, inversion {row['invert_seconds']:.1f} s, "
                          f"sampling back {row['sample_seconds']:.1f} s{eta()}")
+        edit_rows, edit_images = [], []
+        edit_names = {"model": "loading the digits model", "digits": "loading digits", "invert": "inverting",
+                      "reconstruction": "reconstructing", "edit_1": "editing (cfg 1)", "edit_3": "editing (cfg 3)",
+                      "edit_7.5": "editing (cfg 7.5)"}
+        for k, method in enumerate(chosen_edits, start=1):
+            label = f"edit {method.label}"
+            prompt = edits.edit_prompt(method, args.edit_source, args.edit_target, args.edit_count, args.edit_steps,
+                                       args.scheduler)
+            run = client.run_prompt(server, prompt, label, status_for(k, label), printer, edit_names)
+            row = edits.summarise(run.outputs, method)
+            row["prompt_seconds"] = run.seconds
+            edit_rows.append(row)
+            imgs = {name: _saved_images(server_out, run.outputs, f"save_{name}") for name in ("source", "rec", "edit")}
+            edit_images.append(imgs)
+            shown = row["edits"][f"{edits.SHOWN_CFG:g}"]
+            printer.line(f"[edit {k}/{len(chosen_edits)}] {method.label}: cfg {edits.SHOWN_CFG:g} success "
+                         f"{shown['success_mean']:.2f}, PSNR to source {shown['source_psnr_mean']:.1f} dB, "
+                         f"reconstruction {statistics.fmean(row['reconstruction_psnr']):.1f} dB, "
+                         f"{row['model_calls']} model calls, {run.seconds:.1f} s")
     except BaseException:
         printer.line(f"showcase failed; ComfyUI log tail:\n{server.log_tail(40)}")
         raise
@@ -151,6 +177,26 @@ def main(argv=None) -> int:
               f"node execution. Landing error: relative RMS error of one forward step from each inverted latent to "
               f"the latent below it (0 = exact). Whole command: {total:.0f} s.")
     table_md = render.table(rows, photos, header)
+    if edit_rows:
+        edit_header = (f"Edits: {args.edit_count} held-out handwritten {args.edit_source}s (scikit-learn's digits, "
+                       f"16x16 px) inverted with the prompt '{args.edit_source}' (negative: the empty prompt, cfg 1) "
+                       f"on the conditional digits demo model ({args.edit_steps} steps, '{args.scheduler}', eps) and "
+                       f"sampled back by Inverted Sampler with the prompt '{args.edit_target}'; img2img: SamplerCustom "
+                       "with fresh noise. Success: the demo classifier's probability of the target digit; PSNR to "
+                       "source: pixels (what the edit keeps of the stroke's place and weight). Model calls: the "
+                       "inversion's.")
+        table_md += "\n\n" + edits.table(edit_rows, edit_header)
+        sources = edit_images[0]["source"]
+        edits.grid(out / "edits.png", sources,
+                   [(r["label"], im["rec"], r["reconstruction_psnr"], im["edit"],
+                     r["edits"][f"{edits.SHOWN_CFG:g}"]["success"])
+                    for r, im in zip(edit_rows, edit_images, strict=True)],
+                   f"{args.edit_source} -> {args.edit_target}, {args.edit_steps} steps, edit cfg "
+                   f"{edits.SHOWN_CFG:g}; captions: reconstruction PSNR, classifier p(target); ComfyUI "
+                   f"{versions['comfyui']}")
+        edits.tradeoff_plot(out / "edit_tradeoff.png", edit_rows, chosen_edits,
+                            f"Edits {args.edit_source} -> {args.edit_target} on the digits demo model: preservation "
+                            "vs success")
     (out / "table.md").write_text(table_md)
     footer = (f"{args.steps} euler steps; PSNR on 8-bit pixels vs the original; "
               f"learned demo model, ComfyUI {versions['comfyui']}")
@@ -160,7 +206,7 @@ def main(argv=None) -> int:
                        "inverse step (1 = lowest noise level)")
     results = {"photos": photos, "size": args.size, "steps": args.steps, "scheduler": args.scheduler,
                "threads": args.threads, "versions": versions, "seconds_total": total,
-               "seconds_showcase": time.time() - t0, "methods": rows}
+               "seconds_showcase": time.time() - t0, "methods": rows, "edits": edit_rows}
     (out / "results.json").write_text(json.dumps(results, indent=2, default=lambda v: None if (
         isinstance(v, float) and not math.isfinite(v)) else str(v)) + "\n")
     docs = Path(args.docs) if args.docs else None
@@ -169,9 +215,13 @@ def main(argv=None) -> int:
         shutil.copyfile(out / "grid.png", docs / "showcase_grid.png")
         shutil.copyfile(out / "convergence.png", docs / "showcase_convergence.png")
         shutil.copyfile(out / "table.md", docs / "showcase_table.md")
+        if edit_rows:
+            shutil.copyfile(out / "edits.png", docs / "showcase_edits.png")
+            shutil.copyfile(out / "edit_tradeoff.png", docs / "showcase_edit_tradeoff.png")
     print()
     print(table_md)
     print(f"wrote {out}/grid.png, table.md, convergence.png, results.json"
+          + (", edits.png, edit_tradeoff.png" if edit_rows else "")
           + (f"; copied to {docs}/showcase_*" if docs is not None else ""))
     print(f"showcase finished in {total:.0f} s (this command), {time.time() - t0:.0f} s after provisioning")
     return 0

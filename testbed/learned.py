@@ -112,7 +112,10 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.bias)
 
     def forward(self, u: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
-        emb = self.embed(phi_features(phi, self.fourier_features))
+        return self.run(u, self.embed(phi_features(phi, self.fourier_features)))
+
+    def run(self, u: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """The network given the noise embedding ``emb`` [B, embedding_dim] (a conditional subclass adds to it)."""
         h = self.conv_in(u)
         skips = []
         for i, blocks in enumerate(self.down_blocks):

@@ -52,7 +52,7 @@ NAMES = sorted(p.stem for p in WF_DIR.glob("*.json"))
 # sampling-back wiring is checked by swapping in the exact solver (test_sampling_back_wiring_with_the_exact_solver).
 EXACT_PSNR = 40.0
 EXACT_WORKFLOWS = {"exact_invert_reconstruct", "flux_exact_invert_edit", "lcm_lora_noise_correct",
-                   "sd15_inversion_sampler_custom"}
+                   "sd15_inversion_sampler_custom", "sd15_invert_edit", "sd15_masked_edit"}
 WIRING_SKIP = {
     "rnri_sdxl_turbo": "4 steps: on the random-weight stand-in UNet the inverse steps have no fixed point the exact "
                        "solver reaches (Exact Invert gives ~12 dB at 4 steps, ~67 dB at 10); the workflow samples "

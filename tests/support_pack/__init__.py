@@ -12,13 +12,16 @@ Nodes
 * InvTestAnalyticLatent(seed, batch, latent_width, latent_height, channels, gmm_seed, components, latent_format)
   -> LATENT: samples of that mixture (internal space), returned in *external* space (``latent_format.process_out``).
 * InvTestLoadTensor(filename, key) -> LATENT: a safetensors file from the input directory.
-* InvTestProbeDenoiser(model, latent, sigma, mode[, positive]) -> LATENT: the model's denoiser output D(x, sigma)
-  for x = the latent, in external space; mode "sampler" goes through comfy.samplers (CFGGuider, cfg 1, a one-call
-  KSAMPLER), mode "apply_model" calls ``model.model.apply_model`` after ``load_models_gpu``. Its ui reports the
+* InvTestProbeDenoiser(model, latent, sigma, mode[, positive, negative, cfg]) -> LATENT: the model's denoiser output
+  D(x, sigma) for x = the latent, in external space; mode "sampler" goes through comfy.samplers (CFGGuider, cfg
+  (default 1; negative default = positive), a one-call KSAMPLER), mode "apply_model" calls
+  ``model.model.apply_model`` after ``load_models_gpu``. Its ui reports the
   model_sampling in force: {"model_sampling": [class names in its MRO, torch/builtins left out],
   "parametrization": ["ve"|"flow"]}.
 * InvTestCompare(a, b) [output]: ui {"psnr", "rms", "rel_rms", "max_abs"} per sample (float64; psnr uses the
   per-sample max |a| as peak, inf when identical), plus "shape".
+* InvTestConditionalModel / InvTestClassConditioning / InvTestConditionalLatent / InvTestEditScore: the
+  class-conditional analytic model with a known ideal edit (conditional_models.py).
 * InvTestSaveTensor(latent, name) [output]: writes ``<output>/<name>.safetensors`` (keys "samples" and, if
   present, "noise_mask"; exact dtype), ui {"tensors": [{"filename", "subfolder", "type", "shape", "dtype"}]}.
 """
@@ -186,14 +189,15 @@ class InvTestProbeDenoiser:
                 "sigma": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10000.0, "step": 0.001}),
                 "mode": (["sampler", "apply_model"], {"default": "sampler"}),
             },
-            "optional": {"positive": ("CONDITIONING",)},
+            "optional": {"positive": ("CONDITIONING",), "negative": ("CONDITIONING",),
+                         "cfg": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 100.0, "step": 0.1})},
         }
 
     RETURN_TYPES = ("LATENT",)
     FUNCTION = "probe"
     CATEGORY = CATEGORY
 
-    def probe(self, model, latent, sigma, mode, positive=None):
+    def probe(self, model, latent, sigma, mode, positive=None, negative=None, cfg=1.0):
         samples = latent["samples"]
         if positive is None:
             positive = [[torch.zeros(1, 1, 768), {}]]
@@ -201,8 +205,9 @@ class InvTestProbeDenoiser:
             samples = comfy.sample.fix_empty_latent_channels(model, samples)
             sigmas = torch.tensor([float(sigma), 0.0], dtype=torch.float32)
             sampler = comfy.samplers.KSAMPLER(_probe_sampler)
-            out = comfy.sample.sample_custom(model, torch.zeros_like(samples), 1.0, sampler, sigmas, positive,
-                                             positive, samples, disable_pbar=True, seed=0)
+            out = comfy.sample.sample_custom(model, torch.zeros_like(samples), float(cfg), sampler, sigmas, positive,
+                                             positive if negative is None else negative, samples, disable_pbar=True,
+                                             seed=0)
         else:
             comfy.model_management.load_models_gpu([model])
             bm = model.model
@@ -292,4 +297,7 @@ NODE_CLASS_MAPPINGS = {
 from .learned_nodes import NODE_CLASS_MAPPINGS as _LEARNED_NODES  # noqa: E402  (learned model, eval latents, full UNets)
 
 NODE_CLASS_MAPPINGS.update(_LEARNED_NODES)
+from .conditional_models import NODE_CLASS_MAPPINGS as _CONDITIONAL_NODES  # noqa: E402  (class-conditional analytic)
+
+NODE_CLASS_MAPPINGS.update(_CONDITIONAL_NODES)
 NODE_DISPLAY_NAME_MAPPINGS = {k: k.replace("InvTest", "InvTest ") for k in NODE_CLASS_MAPPINGS}
