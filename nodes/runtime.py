@@ -323,15 +323,39 @@ class ReplayNoiseSampler:
         return noise / factor if factor != 1.0 else noise
 
 
+def starting_at_inverted(sampler: comfy.samplers.KSAMPLER, record: InversionRecord) -> comfy.samplers.KSAMPLER:
+    """``sampler`` with its start snapped onto x_N bit for bit.
+
+    KSAMPLER starts at ``noise_scaling(sigma_0, NOISE, latent)``, which lands within float32 round-off of x_N (the
+    NOISE is solved for it), not on it. A replay that must follow an ill-conditioned trajectory (the paper's
+    seeded-noise euler_ancestral inversion amplifies a perturbation of x_N up to ~1e6) needs the exact start, so a
+    start within 1e-5 (relative) of x_N over the inversion's own first sigma becomes x_N; any other start (another
+    NOISE, another schedule) is left alone.
+    """
+    def sampler_function(model, x, sigmas, *args, **kwargs):
+        x_n = record.inverted
+        if tuple(x.shape) == tuple(x_n.shape) and sigmas.numel() > 0 \
+                and float(sigmas[0]) == float(record.sigmas[0]):
+            x_n = x_n.to(device=x.device, dtype=x.dtype)
+            if bool(((x - x_n).abs() <= 1e-5 * (x_n.abs() + 1.0)).all()):
+                x = x_n.clone()
+        return sampler.sampler_function(model, x, sigmas, *args, **kwargs)
+
+    return comfy.samplers.KSAMPLER(sampler_function, sampler.extra_options, sampler.inpaint_options)
+
+
 def replay_sampler(record: InversionRecord, node: str = "Replay Sampler") -> comfy.samplers.KSAMPLER:
-    """ComfyUI's own k-diffusion sampler of the inversion's step kind, replaying its stored noises."""
+    """ComfyUI's own k-diffusion sampler of the inversion's step kind, replaying its stored noises (stochastic
+    kinds start exactly at x_N, :func:`starting_at_inverted`)."""
     if record.step_kind == "euler":
         return comfy.samplers.ksampler("euler")
     replay = ReplayNoiseSampler(record, node)
     if record.step_kind == "euler_ancestral":
-        return comfy.samplers.ksampler("euler_ancestral",
-                                       {"eta": record.eta, "s_noise": record.s_noise, "noise_sampler": replay})
-    return comfy.samplers.ksampler("lcm", {"noise_sampler": replay})
+        sampler = comfy.samplers.ksampler("euler_ancestral",
+                                          {"eta": record.eta, "s_noise": record.s_noise, "noise_sampler": replay})
+    else:
+        sampler = comfy.samplers.ksampler("lcm", {"noise_sampler": replay})
+    return starting_at_inverted(sampler, record)
 
 
 # --------------------------------------------------------------------------------------------------- running

@@ -10,8 +10,12 @@ solver, and inversion_core's own float64-coefficient replay reproduces to ~150 d
 * euler_ancestral on the analytic model, default edit-friendly trajectory: required >= 60 dB. With the paper's
   way (solver "exact"/"renoise": solve each ancestral step for a fixed seeded noise, then correct the noise) the
   exact solution divides by the step's contraction sigma_down / sigma, so the latents grow (x_N reaches
-  |x| ~ 2800 at sigma 14.6, where a forward-noised latent is ~40) and float32 rounding, amplified by the
-  mixture's basin-switching denoiser, limits the replay to ~34-38 dB (required >= 28 dB, test below).
+  |x| ~ 2800 at sigma 14.6, where a forward-noised latent is ~40) and the forward replay is ill-conditioned: the
+  mixture's basin-switching denoiser amplifies a perturbation of x_N up to ~1e6 by sigma 0.34 (measured in
+  float64). Landing within float32 round-off of each latent is then not enough (7.2 dB on this machine, 34-38 dB
+  on an earlier one): the float32 correction lands every element exactly where a float32 noise can
+  (inversion_core.steps) and the replay starts exactly at x_N (runtime.starting_at_inverted); 52.5 dB measured,
+  the rest from the 1-9 % of elements per step no float32 noise lands exactly (required >= 40 dB, test below).
 * narrow SD1.5 UNet (6 steps): ~71 dB for both samplers (required >= 40 dB, as for Exact Invert on it).
 
 Replay Sampler + NOISE and Inverted Sampler run the same computation: they must agree to float round-off.
@@ -52,13 +56,15 @@ def test_noise_correct_replay_analytic(executor, patch, sampler_name):
 
 
 def test_noise_correct_paper_trajectory_grows_but_replays(executor):
-    """solver "exact": the seeded-noise trajectory of the paper; replays, less precisely (docstring)."""
+    """solver "exact": the seeded-noise trajectory of the paper; replays, less precisely (module docstring): 52.5 dB
+    measured, 7.2 dB before the replay was made to land exactly (float32 round-off amplified ~2e4 by the growing
+    trajectory); 40 dB keeps a 12 dB margin and fails if either exact landing or the exact start is lost."""
     g = ch.Graph()
     _, _, _, inv, rec, same = _replay_graph(g, "analytic", "eps", "euler_ancestral", 10, iterations=20,
                                             solver="exact")
     out = c.run(executor, g)
     print(f"\n[eps/euler_ancestral, seeded-noise solve] {c.psnr(out, rec)[0]:.1f} dB")
-    assert c.psnr(out, rec)[0] >= 28.0
+    assert c.psnr(out, rec)[0] >= 40.0
     assert c.max_abs(out, same)[0] <= 1e-4
 
 
