@@ -276,6 +276,11 @@ def save_results(f: Flow, vae: Ref, prefix: str, recon: Ref, edited: Ref | None 
         decode_and_save(f, edited, vae, f"{prefix}_edit", "Edit")
 
 
+# Exact Invert's widget values in every workflow: the node's defaults (nodes/invert_nodes.py)
+EXACT_INVERT_DEFAULTS = dict(tolerance=0.0001, max_calls=30, memory=3, fallback=True, target_psnr=40.0,
+                             refinements=2, candidates=True)
+
+
 def sd15_renoise() -> Flow:
     f = Flow("sd15_renoise_reconstruct_edit", "SD1.5: ReNoise inversion -> reconstruction and edit",
              "# ReNoise inversion on SD1.5\n\nInverts an image with **ReNoise** (Garibi et al., ECCV 2024) over a "
@@ -452,7 +457,7 @@ def flux_exact() -> Flow:
         "**Exact Invert** at cfg 1 (Flux dev is guidance-distilled: guidance goes through FluxGuidance, not cfg). "
         "Use its **noise** and **sigmas** outputs, not the LATENT."),
         **invert_inputs(model, pos_g, pos_g, latent, steps=28, scheduler="simple"),
-        tolerance=0.0001, max_calls=30, memory=3, fallback=True, target_psnr=40.0, refinements=2, candidates=True)
+        **EXACT_INVERT_DEFAULTS)
     sampler = f.node("KSamplerSelect", title="euler (the inverted sampler)", sampler_name="euler")
     recon_guider = f.node("BasicGuider", model=model, conditioning=pos_g)
     edit_guider = f.node("BasicGuider", model=model, conditioning=edit_g)
@@ -483,7 +488,7 @@ def exact_one_node() -> Flow:
         "is the landing error allowed per step (the sampler can amplify it on some images, which the check "
         "catches). **max_calls** caps the model calls of one step; **refinements** the extra passes."),
         **invert_inputs(ckpt, pos, pos, latent, steps=20, scheduler="normal"),
-        tolerance=0.0001, max_calls=30, memory=3, fallback=True, target_psnr=40.0, refinements=2, candidates=True)
+        **EXACT_INVERT_DEFAULTS)
     recon = f.node("ExactInvInvertedSampler", title="Sample back", model=ckpt, positive=pos, negative=pos, cfg=1.0,
                    inversion=inv[1], edit_strength=1.0)
     decoded = f.node("VAEDecode", samples=recon, vae=ckpt[2])
@@ -535,7 +540,7 @@ def sd15_invert_edit() -> Flow:
         "edits (cfg > 1) with 10 or more steps, Noise Correct (edit-friendly) was 1-4 dB closer with half the "
         "model calls; at cfg 1 or 4 steps Exact Invert was closer."),
         **invert_inputs(s.ckpt, s.pos, s.neg, s.latent, steps=25, scheduler="normal"),
-        tolerance=0.001, max_calls=30, memory=3, fallback=True)
+        **EXACT_INVERT_DEFAULTS)
     recon, edited = inverted_samplers(f, s, inv[1], edit_negative=s.neg, edit_cfg=3.0, edit_note=(
         "**Edit** with the edit prompt, the empty prompt as negative, cfg 3: higher cfg makes the edit stronger and "
         "moves it away from the source (measured: cfg 1 -> 3 -> 7.5 raised success and lowered preservation). "
@@ -565,7 +570,7 @@ def sd15_masked_edit() -> Flow:
         "edit's match to the ideal edit by about 10 dB. The invert node inverts the whole latent (the trajectory "
         "outside the mask is what keeps the background)."),
         **invert_inputs(s.ckpt, s.pos, s.neg, s.latent, steps=25, scheduler="normal"),
-        tolerance=0.001, max_calls=30, memory=3, fallback=True)
+        **EXACT_INVERT_DEFAULTS)
     recon = f.node("ExactInvInvertedSampler", title="Reconstruction", model=s.ckpt, positive=s.pos, negative=s.neg,
                    cfg=1.0, inversion=inv[1], edit_strength=1.0)
     edited = f.node("ExactInvInvertedSampler", title="Edit", note=(

@@ -317,7 +317,8 @@ def test_advanced_inputs_and_search_aliases_where_the_host_has_them(server, exec
         assert "FlipSigmas" in info["ExactInvDDIMInvert"]["search_aliases"]
     if advanced_known:
         assert set(advanced["ExactInvReNoiseInvert"]) >= {"lambda_pair", "lambda_kl", "first_step"}, advanced
-        assert set(advanced["ExactInvExactInvert"]) == {"max_calls", "memory", "fallback"}, advanced
+        assert set(advanced["ExactInvExactInvert"]) == {"tolerance", "max_calls", "memory", "fallback", "refinements",
+                                                         "candidates"}, advanced
         assert all("model" not in names and "steps" not in names for names in advanced.values()), advanced
     else:
         assert advanced == {}, advanced
