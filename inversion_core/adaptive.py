@@ -180,9 +180,10 @@ class AdaptiveInversion(StepSolver):
         rejected = torch.zeros(batch, dtype=torch.long, device=device)
         plain_err = None                               # error of the first plain fixed-point image G(x^0)
         calls = 0
+        ev = None
         while True:
             problem.monitor.check()
-            ev = problem.evaluate(x)
+            ev = problem.evaluate_active(x, active, ev)   # frozen samples keep their evaluation (same x)
             calls += 1
             err = problem.relative_error(ev.residual).to(torch.float64)
             if calls <= 2:

@@ -35,7 +35,8 @@ def batch_rms(t: torch.Tensor) -> torch.Tensor:
 
 
 class Denoiser:
-    """A model callable D(x, sigma_vec) -> x0 that counts calls, reports them and checks for NaN.
+    """A model callable D(x, sigma_vec) -> x0 that counts calls (and the images they evaluated), reports them and
+    checks for NaN.
 
     The state stays in ``dtype`` (float32 at least) whatever precision the model runs in.
     """
@@ -45,6 +46,7 @@ class Denoiser:
         self.monitor = monitor
         self.dtype = dtype
         self.calls = 0
+        self.image_evaluations = 0
 
     def __call__(self, x: torch.Tensor, sigma) -> torch.Tensor:
         self.monitor.check()
@@ -53,6 +55,7 @@ class Denoiser:
             sigma_vec = sigma_vec.expand(x.shape[0])
         out = self.fn(x, sigma_vec).to(self.dtype)
         self.calls += 1
+        self.image_evaluations += x.shape[0]
         self.monitor.model_call()
         if not torch.isfinite(out).all():
             raise NonFiniteError(
@@ -89,12 +92,33 @@ class StepProblem:
     error_scale: float = 1.0     # forward(x) - x_lo = -error_scale * r(x)
     stochastic: bool = False     # the step injects noise (its anchor depends on a noise the driver may correct)
     monitor: Monitor = field(default_factory=lambda: SILENT)
+    independent: bool = False    # the model treats every image on its own: any sub-batch may be evaluated
 
     def evaluate(self, x: torch.Tensor) -> Evaluation:
         denoised = self.denoiser(x, self.sigma_hi)
         d = derivative(x, denoised, self.sigma_hi)
         image = self.anchor + self.delta * d
         return Evaluation(x, denoised, d, image, image - x)
+
+    def evaluate_active(self, x: torch.Tensor, active: torch.Tensor, previous: Optional[Evaluation]) -> Evaluation:
+        """``evaluate(x)`` where only the samples in ``active`` [B] need a new evaluation: with ``independent``
+        they alone are sent to the model and the others keep ``previous`` (which must be at their current x);
+        otherwise the whole batch is evaluated (conditioning per image must stay aligned with its latent)."""
+        if not self.independent or previous is None or bool(active.all()):
+            return self.evaluate(x)
+        index = active.nonzero().squeeze(1)
+        part = x[index]
+        denoised = self.denoiser(part, self.sigma_hi)
+        d = derivative(part, denoised, self.sigma_hi)
+        image = self.anchor[index] + self.delta * d
+
+        def scatter(new, old):
+            out = old.clone()
+            out[index] = new.to(out.dtype)
+            return out
+
+        return Evaluation(scatter(part, previous.x), scatter(denoised, previous.denoised), scatter(d, previous.d),
+                          scatter(image, previous.image), scatter(image - part, previous.residual))
 
     def image_of(self, d: torch.Tensor) -> torch.Tensor:
         """G for a given derivative: the x_hi that a derivative d implies through (1)."""

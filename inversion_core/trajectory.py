@@ -49,6 +49,8 @@ class Inversion:
     method: str
     model_calls: int = 0
     verification: Optional[object] = None   # ``verified.Verification`` when the run was verified end to end
+    image_evaluations: int = 0              # images evaluated by those calls (fewer than calls x batch with
+                                            # ``independent``: converged samples leave the batch)
 
     @property
     def latent(self) -> torch.Tensor:
@@ -106,6 +108,7 @@ def invert(
     s_noise: float = 1.0,
     noise_seed: int = 0,
     correction: str = "exact",
+    independent: bool = False,
     monitor: Monitor = SILENT,
 ) -> Inversion:
     """Invert ``x0`` (the latent at sigmas[-1]) through the sampler ``step_kind`` over ``sigmas`` (descending).
@@ -113,6 +116,8 @@ def invert(
     For stochastic samplers the per-step noises start as seeded Gaussians; the solver finds x_hi for that
     noise, then ``correction`` replaces the noise by the exact one that lands on x_lo ("exact", +1 model call per
     step unless the solver evaluated the model at its answer), by ReNoise's damped update ("damped"), or keeps it.
+    ``independent``: ``denoise`` treats every image of the batch on its own (e.g. conditioning of batch 1), so a
+    solver may evaluate only the images it has not yet converged (``StepProblem.evaluate_active``).
     """
     check_parametrization(parametrization)
     if correction not in CORRECTIONS:
@@ -137,7 +142,7 @@ def invert(
             denoiser=den, x_lo=x_lo, anchor=step.anchor(x_lo, noise), delta=step.delta,
             sigma_hi=step.sigma_hi, sigma_lo=step.sigma_lo, index=step.index, inversion_step=k, x0=x0,
             parametrization=parametrization, error_scale=step.out_scale, stochastic=step.stochastic,
-            monitor=monitor,
+            monitor=monitor, independent=independent,
         )
         calls_before = den.calls
         solution = solver.solve(problem)
@@ -158,7 +163,8 @@ def invert(
                                solution.residual.tolist(), den.calls - calls_before, fallback, correction_gap))
         monitor.step({"i": k, "x": x_hi, "sigma": step.sigma_hi, "denoised": solution.evaluation.denoised
                       if solution.evaluation is not None else x_hi})
-    return Inversion(sigmas.to(dtype), latents, noises, stats, step_kind, parametrization, solver.name, den.calls)
+    return Inversion(sigmas.to(dtype), latents, noises, stats, step_kind, parametrization, solver.name, den.calls,
+                     image_evaluations=den.image_evaluations)
 
 
 def sample(

@@ -173,15 +173,16 @@ def invert_verified(
     and its latents replaced by the replayed forward trajectory (latents[-1] is ``x0``).
 
     ``independent``: ``denoise`` treats every image of a batch on its own (any sub-batch may be evaluated, e.g.
-    conditioning of batch 1), so the extra passes evaluate only the images below the target; otherwise every pass
-    evaluates the whole batch (conditioning per image stays aligned). Only for deterministic steps (a stochastic
-    step's seeded noise depends on the image's place in the batch)."""
+    conditioning of batch 1), so each step's solver evaluates only the images it has not converged yet and the
+    extra passes only the images below the target (the latter only for deterministic steps: a stochastic step's
+    seeded noise depends on the image's place in the batch); otherwise every call evaluates the whole batch
+    (conditioning per image stays aligned)."""
     unknown = [c for c in candidates if c not in CHEAP_CANDIDATES]
     if unknown:
         raise ValueError(f"unknown candidate(s) {unknown}; choose from {sorted(CHEAP_CANDIDATES)}")
     makers = {"primary": make_solver, **{name: CHEAP_CANDIDATES[name] for name in candidates}}
     options = dict(step_kind=step_kind, parametrization=parametrization, eta=eta, s_noise=s_noise,
-                   noise_seed=noise_seed, correction=correction, monitor=monitor)
+                   noise_seed=noise_seed, correction=correction, independent=bool(independent), monitor=monitor)
     x0 = x0.to(torch.promote_types(x0.dtype, torch.float32))
     batch = x0.shape[0]
     subsets = bool(independent) and step_kind == "euler"
@@ -197,9 +198,9 @@ def invert_verified(
         part = target if index is None else target[index]
         inversion = invert(denoise, part, sigmas, makers[kind](), **options)
         reconstruction, trajectory = replay(denoise, inversion, eta=eta, s_noise=s_noise, monitor=monitor)
-        used = inversion.model_calls + len(inversion.sigmas) - 1
-        calls += used
-        evaluations += used * part.shape[0]
+        replay_calls = len(inversion.sigmas) - 1
+        calls += inversion.model_calls + replay_calls
+        evaluations += inversion.image_evaluations + replay_calls * part.shape[0]
         scores = psnr(x0 if index is None else x0[index], reconstruction).to(torch.float64).cpu()
         scores = torch.nan_to_num(scores, nan=float("-inf"), posinf=float("inf"))
         if index is None:
@@ -211,8 +212,9 @@ def invert_verified(
         full_trajectory = [_scatter(index, a, b) for a, b in zip(trajectory, best.trajectory, strict=True)]
         return full, full_trajectory, _scatter(index, scores, best.psnr)
 
-    def log_pass(kind, mask, scores, kept, before_calls):
-        passes.append({"kind": kind, "model_calls": calls - before_calls, "images": int(mask.sum()),
+    def log_pass(kind, mask, scores, kept, before_calls, before_evaluations):
+        passes.append({"kind": kind, "model_calls": calls - before_calls,
+                       "image_evaluations": evaluations - before_evaluations, "images": int(mask.sum()),
                        "psnr": [v if m else None for v, m in zip(scores.tolist(), mask.tolist(), strict=True)],
                        "kept": kept.tolist()})
 
@@ -220,7 +222,7 @@ def invert_verified(
     inversion, trajectory, scores = run("primary", x0, everyone)
     first = inversion
     best = _Best(inversion, trajectory, scores, x0, "primary")
-    log_pass("primary", everyone, scores, everyone, 0)
+    log_pass("primary", everyone, scores, everyone, 0, 0)
 
     def below() -> torch.Tensor:
         return best.psnr < target_psnr
@@ -229,10 +231,10 @@ def invert_verified(
         need = below()
         if not bool(need.any()):
             break
-        before = calls
+        before, before_evaluations = calls, evaluations
         inversion, trajectory, scores = run(name, x0, need)
         kept = best.offer(inversion, trajectory, scores, x0, name, need)
-        log_pass(name, need, scores, kept, before)
+        log_pass(name, need, scores, kept, before, before_evaluations)
 
     omega = torch.ones(batch, dtype=torch.float64)
     for _ in range(int(refinements)):
@@ -246,11 +248,11 @@ def invert_verified(
             step = per_sample(omega.to(x0.dtype), x0)
             target = torch.where(per_sample(mask.to(x0.dtype), x0) > 0,
                                  best.target + step * (x0 - best.trajectory[-1]), best.target)
-            before = calls
+            before, before_evaluations = calls, evaluations
             inversion, trajectory, scores = run(kind, target, mask)
             kept = best.offer(inversion, trajectory, scores, target, kind, mask)
             improved_any |= kept
-            log_pass(f"refine:{kind}", mask, scores, kept, before)
+            log_pass(f"refine:{kind}", mask, scores, kept, before, before_evaluations)
         omega = torch.where(need & ~improved_any, omega / 2, omega)
 
     latents = list(best.trajectory)
@@ -260,4 +262,4 @@ def invert_verified(
                                 budget_exhausted=bool(below().any()))
     result = best.inversion
     return Inversion(result.sigmas, latents, result.noises, first.stats, result.step_kind, result.parametrization,
-                     first.method, calls, verification)
+                     first.method, calls, verification, evaluations)

@@ -87,3 +87,16 @@ def test_unknown_candidate_is_refused():
     denoise, x0, sigmas = frozen_hard_case()
     with pytest.raises(ValueError, match="unknown candidate"):
         invert_verified(denoise, x0, sigmas, AdaptiveInversion, candidates=("magic",))
+
+
+def test_converged_samples_leave_the_batch_when_independent(mixture):
+    """``independent``: the same answer (frozen samples are not re-evaluated), with fewer image evaluations."""
+    denoise, x0, sigmas = mixture
+    x0 = torch.cat([x0, 3.0 * x0[:1]])                    # samples that converge at different speeds
+    solver = lambda: AdaptiveInversion(tolerance=1e-6)     # noqa: E731
+    whole = invert(denoise, x0, sigmas, solver())
+    parts = invert(denoise, x0, sigmas, solver(), independent=True)
+    assert whole.image_evaluations == whole.model_calls * x0.shape[0]
+    assert parts.image_evaluations < whole.image_evaluations
+    for a, b in zip(whole.latents, parts.latents, strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
