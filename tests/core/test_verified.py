@@ -100,3 +100,29 @@ def test_converged_samples_leave_the_batch_when_independent(mixture):
     assert parts.image_evaluations < whole.image_evaluations
     for a, b in zip(whole.latents, parts.latents, strict=True):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def _learned_worst_images():
+    """learned_a, ve, 10 steps of the benchmark's "simple" schedule: four held-out crops whose reconstruction the
+    final denoising step limits (the worst four of the 64 under a 30-call final step)."""
+    from benchmarks.core_benchmark import schedule as benchmark_schedule
+    from testbed.learned import LearnedDenoiser, eval_latents
+    denoise = LearnedDenoiser.load("learned_a").denoiser("ve")
+    return denoise, eval_latents("learned_a")[[48, 45, 57, 22]], benchmark_schedule("ve", 10, "simple")
+
+
+def test_the_final_step_budget_raises_the_worst_learned_images():
+    """Measured per image (dB): final step 30 calls 4.5 / 6.6 / 19.3 / 32.0 -> 60 calls (the default, twice
+    ``max_calls``) 16.2 / 19.8 / 24.0 / 39.4."""
+    denoise, x0, sigmas = _learned_worst_images()
+
+    def per_step(final_max_calls=None):
+        solver = AdaptiveInversion(tolerance=1e-4, final_max_calls=final_max_calls)
+        return psnr(x0, sample(denoise, invert(denoise, x0, sigmas, solver).latent, sigmas)).double()
+
+    capped, default = per_step(30), per_step()
+    print(f"\nfinal step 30 calls {capped.tolist()} -> default {default.tolist()}")
+    assert AdaptiveInversion(max_calls=12).final_max_calls == 24
+    assert bool((default >= capped + 3.0).all())
+    assert float(default.min()) >= 14.0
+
