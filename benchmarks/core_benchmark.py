@@ -220,6 +220,11 @@ def grid(models, parametrizations, step_counts, scheduler):
     return total
 
 
+def capped(calls: int, **options):
+    """The adaptive solver held to exactly ``calls`` model calls on every step, the final one included."""
+    return lambda: AdaptiveInversion(tolerance=0.0, max_calls=calls, final_max_calls=calls, **options)
+
+
 EQUAL_BUDGET = [   # (label, steps N, solver factory): inversion calls + N reconstruction calls <= 100
     ("DDIM (target), N=50", 50, lambda: DDIMInversion("target")),
     ("EasyInv sd1, N=50", 50, lambda: EasyInv.preset("sd1")),
@@ -228,9 +233,9 @@ EQUAL_BUDGET = [   # (label, steps N, solver factory): inversion calls + N recon
     ("ReNoise K=9 avg, N=9", 9, lambda: renoise(9)),
     ("RNRI released, N=33", 33, lambda: RNRI("released")),
     ("RNRI newton, N=20 (+2 backward/step)", 20, lambda: RNRI("newton")),
-    ("Adaptive cap 24, N=4", 4, lambda: AdaptiveInversion(tolerance=0.0, max_calls=24, fallback=None)),
-    ("Adaptive cap 9, N=10", 10, lambda: AdaptiveInversion(tolerance=0.0, max_calls=9, fallback=None)),
-    ("Adaptive cap 4, N=20", 20, lambda: AdaptiveInversion(tolerance=0.0, max_calls=4, fallback=None)),
+    ("Adaptive cap 24, N=4", 4, capped(24, fallback=None)),
+    ("Adaptive cap 9, N=10", 10, capped(9, fallback=None)),
+    ("Adaptive cap 4, N=20", 20, capped(4, fallback=None)),
 ]
 
 
@@ -256,8 +261,8 @@ def equal_budget(models, parametrizations, scheduler):
 ACCEPTANCE = [
     ("DDIM (target)", lambda: DDIMInversion("target")),
     ("ReNoise K=9 avg (official)", lambda: renoise(9)),
-    ("Adaptive, 10 calls/step, no fallback", lambda: AdaptiveInversion(tolerance=0.0, max_calls=10, fallback=None)),
-    ("Adaptive, 10 calls/step (+ fallback)", lambda: AdaptiveInversion(tolerance=0.0, max_calls=10)),
+    ("Adaptive, 10 calls/step, no fallback", capped(10, fallback=None)),
+    ("Adaptive, 10 calls/step (+ fallback)", capped(10)),
     ("Adaptive, stop 1e-3, cap 30 (default)", lambda: AdaptiveInversion()),
     ("Adaptive, stop 1e-3, cap 40", lambda: AdaptiveInversion(max_calls=40)),
 ]

@@ -87,16 +87,19 @@ def test_budget_is_respected():
     gmm = mixture(dtype=torch.float32)
     x0 = data(gmm).float()
     inv, _ = reconstruct(gmm, x0, VE_SIGMAS, AdaptiveInversion(tolerance=0.0, max_calls=5, fallback=None))
-    assert all(s.model_calls == 5 for s in inv.stats)        # the verification is one of the 5 calls
-    assert all(max(s.iterations) <= 5 for s in inv.stats)
+    # the verification is one of the 5 calls; the final denoising step (to sigma 0) has twice the budget
+    budget = [10 if s.sigma_lo == 0 else 5 for s in inv.stats]
+    assert budget.count(10) == 1
+    assert [s.model_calls for s in inv.stats] == budget
+    assert all(max(s.iterations) <= b for s, b in zip(inv.stats, budget, strict=True))
 
 
 def test_budget_with_fallback_is_cap_plus_fallback_plus_verify():
     gmm = mixture(dtype=torch.float32)
     x0 = data(gmm).float()
     fallback = DDIMInversion()          # 1 call, never evaluates its answer
-    solver = AdaptiveInversion(tolerance=0.0, max_calls=3, fallback=fallback, fallback_tolerance=0.0,
-                               fallback_gain=float("inf"))
+    solver = AdaptiveInversion(tolerance=0.0, max_calls=3, final_max_calls=3, fallback=fallback,
+                               fallback_tolerance=0.0, fallback_gain=float("inf"))
     inv, _ = reconstruct(gmm, x0, VE_SIGMAS, solver)
     assert all(s.model_calls == 3 + 1 + 1 for s in inv.stats)
 
