@@ -7,7 +7,7 @@ and a running ComfyUI's ``/object_info``, so widget order, the extra ``control_a
 widgets, the upload widget of LoadImage, socket names and types are the host's own. Notes ("MarkdownNote" nodes)
 sit next to the nodes whose settings matter.
 
-Usage (any Python 3.10+; a ComfyUI server is started with tests/comfy_harness.py unless --object-info or --url):
+Usage (any Python 3.10+; a ComfyUI server is started with devkit.harness unless --object-info or --url):
 
     python scripts/make_workflows.py                 # regenerate example_workflows/
     python scripts/make_workflows.py --check         # exit 1 if the committed files differ from the generated ones
@@ -994,8 +994,8 @@ def expected_files(object_info: dict, out_dir: Path = OUT_DIR) -> dict[Path, str
 def _object_info_from_server() -> dict:
     import tempfile
 
-    sys.path.insert(0, str(REPO_ROOT / "tests"))
-    import comfy_harness as ch
+    sys.path.insert(0, str(REPO_ROOT / "dev"))   # the development kit (see the devkit docstring)
+    from devkit import harness as ch
 
     with tempfile.TemporaryDirectory(prefix="make_workflows_") as tmp:
         base = ch.make_base_dir(Path(tmp), support_pack=False)

@@ -28,7 +28,8 @@ import zlib
 
 import pytest
 
-import comfy_harness as ch
+import devkit
+from devkit import harness as ch
 
 REPO = ch.REPO_ROOT
 WF_DIR = REPO / "example_workflows"
@@ -343,12 +344,9 @@ def test_showcase_prompts_fit_the_pack(object_info):
     """scripts/showcase.sh builds its prompts in showcase/prompts.py (run only by the showcase, which needs
     scikit-image): every pack / stock node there must get inputs the host knows, all required ones, with values that
     fit. The demo pack's own nodes (InvDemo*) are not loaded in the test host and are skipped."""
-    sys.path.insert(0, str(REPO))
-    try:
-        from showcase.methods import METHODS
-        from showcase.prompts import method_prompt, original_prompt
-    finally:
-        sys.path.remove(str(REPO))
+    devkit.import_repo_package("showcase")   # the repo root never goes on sys.path
+    from showcase.methods import METHODS
+    from showcase.prompts import method_prompt, original_prompt
     prompts = [original_prompt("camera", 64)] + [method_prompt(m, "camera", 64, 10) for m in METHODS]
     assert {m.node for m in METHODS} >= {"ExactInvDDIMInvert", "ExactInvReNoiseInvert", "ExactInvEasyInvInvert",
                                          "ExactInvRNRIInvert", "ExactInvExactInvert"}
@@ -369,35 +367,15 @@ def test_showcase_prompts_fit_the_pack(object_info):
                     assert problem is None, f"{node_id} ({node['class_type']}): {problem}"
 
 
-@pytest.fixture(scope="module")
-def demo_server(tmp_path_factory, comfy_dir, comfy_python):
-    """A ComfyUI with the pack, demo_pack/ and the support pack (as the showcase, plus InvTestEvalLatents)."""
-    sys.path.insert(0, str(REPO))
-    try:
-        from showcase import client
-    finally:
-        sys.path.remove(str(REPO))
-    base = client.make_base_dir(tmp_path_factory.mktemp("comfy_demo"))
-    (base / "custom_nodes" / ch.SUPPORT_LINK_NAME).symlink_to(ch.SUPPORT_PACK_DIR, target_is_directory=True)
-    srv = ch.ComfyServer(comfy_dir, comfy_python, base).start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
 @pytest.mark.server
 def test_showcase_prompts_run_with_the_demo_pack(demo_server):
     """The showcase's prompts through the demo pack, with the committed eval latents of three of its photographs
     (camera, chelsea, coins at 64 px, the same latents Photo Latent makes with scikit-image) instead of Photo Latent,
     4 steps: the demo nodes load, every method inverts and samples back, the report carries per-step landing errors
     and PSNRs, and the exact solver reconstructs."""
-    sys.path.insert(0, str(REPO))
-    try:
-        from showcase.methods import METHODS
-        from showcase.prompts import method_prompt
-    finally:
-        sys.path.remove(str(REPO))
+    devkit.import_repo_package("showcase")   # the repo root never goes on sys.path
+    from showcase.methods import METHODS
+    from showcase.prompts import method_prompt
     failed = [ln for ln in demo_server.import_failures() if "exact_inversion" in ln]
     assert not failed, demo_server.log_tail()
     steps = 4
