@@ -1,4 +1,5 @@
-"""The example workflows (example_workflows/, made by scripts/make_workflows.py).
+"""The example workflows (example_workflows/, defined in dev/devkit/example_workflows.py, written by
+scripts/make_workflows.py).
 
 * Every UI file is checked against the real host's ``/object_info``: node types exist, links are consistent both
   ways (ids, slots, socket types), widget values fit their inputs (count incl. control_after_generate and upload
@@ -20,31 +21,20 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import math
-import sys
 import zlib
 
 import pytest
 
 import devkit
-from devkit import harness as ch
+from devkit import example_workflows as ew, harness as ch, workflow_format as mw
 
 REPO = ch.REPO_ROOT
 WF_DIR = REPO / "example_workflows"
 API_DIR = WF_DIR / "api"
 
 
-def _load_generator():
-    spec = importlib.util.spec_from_file_location("make_workflows", REPO / "scripts" / "make_workflows.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module          # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-mw = _load_generator()
 NAMES = sorted(p.stem for p in WF_DIR.glob("*.json"))
 
 # Reconstruction PSNR (dB, InvTestCompare: peak = max |test latent|) that exact paths must reach on the stand-in.
@@ -80,8 +70,8 @@ def test_every_workflow_has_an_api_twin():
     assert len(NAMES) >= 9, NAMES
     twins = sorted(p.stem for p in API_DIR.glob("*.json"))
     assert twins == NAMES
-    generated = sorted(f.name for f in mw.workflows())
-    assert generated == NAMES, "example_workflows/ and scripts/make_workflows.py disagree"
+    generated = sorted(f.name for f in ew.workflows())
+    assert generated == NAMES, "example_workflows/ and devkit/example_workflows.py disagree"
 
 
 def test_workflows_cover_every_pack_node(pack_nodes):
@@ -109,7 +99,7 @@ def test_ui_workflow_is_valid(object_info, name):
 
 @pytest.mark.server
 def test_files_are_what_the_generator_writes(object_info):
-    expected = mw.expected_files(object_info)
+    expected = ew.expected_files(object_info)
     stale = [str(p.relative_to(REPO)) for p, text in expected.items() if not p.exists() or p.read_text() != text]
     assert not stale, f"regenerate with `python scripts/make_workflows.py`: {stale}"
 
