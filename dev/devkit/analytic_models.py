@@ -116,13 +116,17 @@ class DenoiserBaseModel(comfy.model_base.BaseModel):
         if s64.numel() == 1 and x.shape[0] != 1:
             s64 = s64.expand(x.shape[0])
         x64 = x.to(torch.float64)
-        d_true = fn(x64, s64).to(torch.float64)
+        d_true = self.true_denoised(fn, x64, s64, c_crossattn).to(torch.float64)
         a = ms.calculate_denoised(s64, torch.zeros_like(x64), x64)
         b = ms.calculate_denoised(s64, torch.ones_like(x64), x64) - a
         safe = b != 0
         out = torch.where(safe, (d_true - a) / torch.where(safe, b, torch.ones_like(b)), torch.zeros_like(b))
         work = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
         return ms.calculate_denoised(sigma, out.to(work), x.to(work))
+
+    def true_denoised(self, fn, x64, s64, c_crossattn):
+        """The provider's denoiser at (x, sigma), float64; a conditional model also hands it the conditioning."""
+        return fn(x64, s64)
 
 
 def _model_type(sampling: str):

@@ -19,23 +19,13 @@ from . import analytic_models as am, import_repo_module
 
 
 class ConditionalDenoiserModel(am.DenoiserBaseModel):
-    def _apply_model(self, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options=None, **kwargs):
-        ms = self.model_sampling
-        fn = self.provider_for(x.shape[1:]).denoiser(am.parametrization_of(ms))
-        s64 = t.to(torch.float64).reshape(-1)
-        if s64.numel() == 1 and x.shape[0] != 1:
-            s64 = s64.expand(x.shape[0])
-        x64 = x.to(torch.float64)
+    def true_denoised(self, fn, x64, s64, c_crossattn):
+        """``fn(x, sigma, context)``: the CONDITIONING tensors (``c_crossattn``, float64), repeated to the batch of
+        ``x`` where ComfyUI batches several images with one conditioning."""
         context = None if c_crossattn is None else c_crossattn.to(torch.float64)
-        if context is not None and context.shape[0] != x.shape[0]:
-            context = context.repeat((x.shape[0] // context.shape[0],) + (1,) * (context.ndim - 1))
-        d_true = fn(x64, s64, context).to(torch.float64)
-        a = ms.calculate_denoised(s64, torch.zeros_like(x64), x64)
-        b = ms.calculate_denoised(s64, torch.ones_like(x64), x64) - a
-        safe = b != 0
-        out = torch.where(safe, (d_true - a) / torch.where(safe, b, torch.ones_like(b)), torch.zeros_like(b))
-        work = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
-        return ms.calculate_denoised(t, out.to(work), x.to(work))
+        if context is not None and context.shape[0] != x64.shape[0]:
+            context = context.repeat((x64.shape[0] // context.shape[0],) + (1,) * (context.ndim - 1))
+        return fn(x64, s64, context)
 
 
 def conditional_gaussian(shape, classes: int = 4, seed: int = 0, separation: float = 5.0):
