@@ -1,6 +1,6 @@
 """In-process ComfyUI plumbing for ``host_benchmark.py``.
 
-* :class:`Host`: ComfyUI's own ``execution.PromptExecutor`` in this process (``tests/comfy_harness.py``
+* :class:`Host`: ComfyUI's own ``execution.PromptExecutor`` in this process (``devkit.harness``
   ``InProcessComfy``, CPU, the pack and the test-support pack loaded from ``custom_nodes``), plus
 * :class:`NodeClock`: the executor's "server": it reads ComfyUI's own ``progress_state`` messages (sent by
   ``WebUIProgressHandler`` when a node starts and finishes) and records every executed node's wall time, and tells
@@ -17,7 +17,6 @@ from __future__ import annotations
 import atexit
 import ctypes
 import gc
-import importlib.util
 import os
 import re
 import shutil
@@ -29,20 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT / "dev") not in sys.path:   # the development kit (see the devkit docstring)
+    sys.path.insert(0, str(REPO_ROOT / "dev"))
 
+from devkit import harness as ch  # noqa: E402  (imports neither torch nor ComfyUI)
 
-def load_harness():
-    """``tests/comfy_harness.py`` as module ``comfy_harness`` (by path: ``tests/`` is not put on sys.path)."""
-    mod = sys.modules.get("comfy_harness")
-    if mod is None:
-        spec = importlib.util.spec_from_file_location("comfy_harness", REPO_ROOT / "tests" / "comfy_harness.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["comfy_harness"] = mod
-        spec.loader.exec_module(mod)
-    return mod
-
-
-ch = load_harness()
 Graph = ch.Graph
 
 

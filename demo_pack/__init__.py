@@ -6,7 +6,7 @@ runs end to end through real ComfyUI prompts without downloading a model. V1 nod
 
 Nodes
 * Learned Demo Model (``InvDemoLearnedModel``: sampling) -> MODEL: ``testbed.learned.LearnedDenoiser`` wrapped as
-  a ComfyUI model (``tests/support_pack/analytic_models.make_denoiser_model``; identity latent format, 4 channels);
+  a ComfyUI model (``devkit.analytic_models.make_denoiser_model``; identity latent format, 4 channels);
   ``sampling`` eps (SD1.5 discrete schedule, VE space), v_prediction, or flow (shift 3, rectified flow).
 * Empty Conditioning (``InvDemoEmptyConditioning``) -> CONDITIONING: a placeholder; the demo model is unconditional.
 * Photo Latent (``InvDemoPhotoLatent``: photos, size) -> LATENT: scikit-image sample photographs (comma-separated
@@ -22,7 +22,7 @@ Nodes
 
 Conditional digits (the edit section of the showcase, ``testbed/digits.py``)
 * Digits Demo Model (``InvDemoDigitsModel``: sampling) -> MODEL: the conditional digits denoiser, its CONDITIONING
-  passed to it as a text-to-image model's cross-attention (``tests/support_pack/conditional_models``).
+  passed to it as a text-to-image model's cross-attention (``devkit.conditional_models``).
 * Digit Prompt (``InvDemoDigitPrompt``: text) -> CONDITIONING: the tiny prompt encoder (digit words / numerals to
   learned token embeddings; a prompt without one is the empty prompt, the unconditional branch).
 * Digit Latent (``InvDemoDigitLatent``: digit, count) -> LATENT: held-out handwritten digits of one class (the
@@ -39,11 +39,9 @@ Conditional digits (the edit section of the showcase, ``testbed/digits.py``)
 """
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import sys
-import types
 
 import torch
 
@@ -51,37 +49,21 @@ import comfy.model_management
 
 HERE = os.path.dirname(os.path.realpath(__file__))
 REPO_ROOT = os.path.dirname(HERE)
-SUPPORT_PACK_DIR = os.path.join(REPO_ROOT, "tests", "support_pack")
-_SUPPORT_ALIAS = "exact_inversion_demo_support"
+# the development kit (devkit docstring): <repository>/dev on sys.path; this folder is reached through a symlink
+_DEV_DIR = os.path.join(REPO_ROOT, "dev")
+if _DEV_DIR not in sys.path:
+    sys.path.insert(0, _DEV_DIR)
+
+import devkit  # noqa: E402
+from devkit import analytic_models, conditional_models  # noqa: E402
+
 CATEGORY = "demo/exact_inversion"
-
-
-def _support_module(name: str):
-    """A module of tests/support_pack imported without running its ``__init__`` (which registers test nodes and
-    a test model config): a bare package object pointing at the folder is enough for its relative imports."""
-    if _SUPPORT_ALIAS not in sys.modules:
-        package = types.ModuleType(_SUPPORT_ALIAS)
-        package.__path__ = [SUPPORT_PACK_DIR]
-        sys.modules[_SUPPORT_ALIAS] = package
-    return importlib.import_module(f"{_SUPPORT_ALIAS}.{name}")
 
 
 def _repo_module(dotted: str):
     """``testbed.*`` / ``inversion_core.*`` from the repository root, without putting the root on sys.path."""
-    repo_imports = _support_module("repo_imports")
-    repo_imports.import_repo_package("inversion_core", REPO_ROOT)   # testbed imports it by its plain name
-    return repo_imports.import_repo_module(dotted, REPO_ROOT)
-
-
-_LEARNED = {}
-
-
-def _learned_denoiser():
-    if "model" not in _LEARNED:
-        learned = _repo_module("testbed.learned")
-        with torch.inference_mode(False):
-            _LEARNED["model"] = learned.LearnedDenoiser.load()
-    return _LEARNED["model"]
+    devkit.import_repo_package("inversion_core")   # testbed imports it by its plain name
+    return devkit.import_repo_module(dotted)
 
 
 class InvDemoLearnedModel:
@@ -100,8 +82,7 @@ class InvDemoLearnedModel:
     DESCRIPTION = "The project's small learned denoiser (testbed/learned.py) as a ComfyUI MODEL (demo only)."
 
     def build(self, sampling):
-        analytic_models = _support_module("analytic_models")
-        provider = _learned_denoiser()
+        provider = analytic_models.learned_denoiser()
         return (analytic_models.make_denoiser_model(lambda shape: provider, 4, "identity", sampling),)
 
 
@@ -260,9 +241,8 @@ class InvDemoDigitsModel:
     DESCRIPTION = "The conditional handwritten-digits denoiser (testbed/digits.py) as a ComfyUI MODEL (demo only)."
 
     def build(self, sampling):
-        conditional = _support_module("conditional_models")
         _, provider = _digits()
-        return (conditional.make_conditional_model(lambda shape: provider, 4, "identity", sampling),)
+        return (conditional_models.make_conditional_model(lambda shape: provider, 4, "identity", sampling),)
 
 
 class InvDemoDigitPrompt:

@@ -26,8 +26,8 @@ import urllib.request
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT / "tests"))
-import comfy_harness as ch  # noqa: E402
+sys.path.insert(0, str(REPO_ROOT / "dev"))   # the development kit (see the devkit docstring)
+from devkit import harness as ch  # noqa: E402
 
 WF_DIR = REPO_ROOT / "example_workflows"
 SCREENSHOT = "__screenshot__"

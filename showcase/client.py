@@ -1,8 +1,8 @@
 """A ComfyUI server for the showcase and a websocket client that runs prompts with live progress.
 
-The server is tests/comfy_harness.py's ``ComfyServer`` (main.py --cpu on a temporary base directory). Its
-``custom_nodes/`` holds links to the pack and to ``demo_pack/`` only, so a ComfyUI given by COMFYUI_DIR is used
-without touching its own custom_nodes, models or outputs.
+The server is the development kit's ``ComfyServer`` (``devkit.harness``: main.py --cpu on a temporary base
+directory). Its ``custom_nodes/`` holds links to the pack and to ``demo_pack/`` only, so a ComfyUI given by
+COMFYUI_DIR is used without touching its own custom_nodes, models or outputs.
 """
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT / "tests"))
-import comfy_harness as ch  # noqa: E402  (needs neither torch nor ComfyUI)
+if str(REPO_ROOT / "dev") not in sys.path:   # the development kit (see the devkit docstring)
+    sys.path.insert(0, str(REPO_ROOT / "dev"))
+from devkit import harness as ch  # noqa: E402  (needs neither torch nor ComfyUI)
 
 PACK_LINK = ch.PACK_LINK_NAME
 DEMO_LINK = "exact_inversion_demo"

@@ -1,4 +1,4 @@
-"""Pytest fixtures: the pack running inside a real ComfyUI (see comfy_harness.py for the runner API).
+"""Pytest fixtures: the pack running inside a real ComfyUI (see dev/devkit/harness.py for the runner API).
 
 Fixtures (session scope unless noted)
 * ``comfy_dir`` / ``comfy_python``: ComfyUI location (env COMFYUI_DIR, default .cache/comfy-host/ComfyUI) and its
@@ -10,9 +10,13 @@ Fixtures (session scope unless noted)
 * ``executor``: an InProcessComfy (ComfyUI's PromptExecutor in this process, own tmp base dir). Skips unless
   pytest runs under the ComfyUI interpreter.
 * ``pack_nodes``: [{"class", "node_id", "v3"}] of the pack's NODE_LIST as ComfyUI imports it.
-* ``graph`` (function scope): an empty comfy_harness.Graph.
+* ``graph`` (function scope): an empty ``devkit.harness.Graph``.
+* ``demo_server`` (module scope): a ComfyServer with the pack, ``demo_pack/`` and the support pack: the showcase's
+  ComfyUI (``showcase.client.make_base_dir``) plus the test nodes (e.g. InvTestEvalLatents).
 
-``inversion_core`` is importable in tests (registered in sys.modules without putting the repo root on sys.path).
+``devkit`` (``dev/devkit``, on sys.path through ``pythonpath`` in pyproject.toml) is the harness and model
+library; ``inversion_core`` is importable in tests (registered in sys.modules by ``devkit.import_repo_package``,
+without putting the repo root on sys.path).
 """
 from __future__ import annotations
 
@@ -21,10 +25,11 @@ import sys
 
 import pytest
 
-import comfy_harness as ch
+import devkit
+from devkit import harness as ch
 
 try:  # make `import inversion_core` work in every test module
-    ch.import_inversion_core()
+    devkit.import_repo_package("inversion_core")
 except ImportError:
     pass
 
@@ -123,3 +128,16 @@ def pack_nodes(request, comfy_dir, comfy_python):
 @pytest.fixture
 def graph():
     return ch.Graph()
+
+
+@pytest.fixture(scope="module")
+def demo_server(tmp_path_factory, comfy_dir, comfy_python):
+    """A ComfyUI server with the pack, demo_pack/ and the support pack (as the showcase, plus the test nodes)."""
+    client = devkit.import_repo_module("showcase.client")
+    base = client.make_base_dir(tmp_path_factory.mktemp("comfy_demo"))
+    (base / "custom_nodes" / ch.SUPPORT_LINK_NAME).symlink_to(ch.SUPPORT_PACK_DIR, target_is_directory=True)
+    srv = ch.ComfyServer(comfy_dir, comfy_python, base).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()

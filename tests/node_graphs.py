@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import uuid
 
-import comfy_harness as ch
+from devkit import harness as ch
 
 ANALYTIC_SEED = 7
 COMPONENTS = 3

@@ -12,7 +12,7 @@ import json
 import os
 import subprocess
 
-import comfy_harness as ch
+from devkit import harness as ch
 
 
 def test_edit_benchmark_slice(tmp_path, comfy_dir, comfy_python):

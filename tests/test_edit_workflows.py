@@ -11,33 +11,16 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 
 import pytest
 
-import comfy_harness as ch
+import devkit
+from devkit import harness as ch
 
 REPO = ch.REPO_ROOT
 API_DIR = REPO / "example_workflows" / "api"
 COUNT = 4
 TEXTS = {"Source prompt": "3", "Edit prompt": "8", "Negative prompt": ""}
-
-
-@pytest.fixture(scope="module")
-def digits_server(tmp_path_factory, comfy_dir, comfy_python):
-    """A ComfyUI server with the pack, demo_pack/ and the support pack (as the showcase)."""
-    sys.path.insert(0, str(REPO))
-    try:
-        from showcase import client
-    finally:
-        sys.path.remove(str(REPO))
-    base = client.make_base_dir(tmp_path_factory.mktemp("comfy_digits"))
-    (base / "custom_nodes" / ch.SUPPORT_LINK_NAME).symlink_to(ch.SUPPORT_PACK_DIR, target_is_directory=True)
-    srv = ch.ComfyServer(comfy_dir, comfy_python, base).start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 def on_digits(name: str) -> tuple[dict, dict]:
@@ -66,9 +49,9 @@ def on_digits(name: str) -> tuple[dict, dict]:
 
 
 @pytest.mark.server
-def test_invert_edit_workflow_edits_a_three_into_an_eight(digits_server):
+def test_invert_edit_workflow_edits_a_three_into_an_eight(demo_server):
     prompt, _ = on_digits("sd15_invert_edit")
-    out = digits_server.run(prompt, timeout=600)
+    out = demo_server.run(prompt, timeout=600)
     r = out["report"]["edit"][0]
     print(f"\ninvert -> edit: reconstruction {[round(v, 1) for v in r['reconstruction_psnr']]} dB, "
           f"p(8) {[round(v, 2) for v in r['success']]}, p(3) {[round(v, 2) for v in r['source_class']]}, "
@@ -79,15 +62,15 @@ def test_invert_edit_workflow_edits_a_three_into_an_eight(digits_server):
 
 
 @pytest.mark.server
-def test_masked_edit_workflow_keeps_the_unmasked_half(digits_server):
+def test_masked_edit_workflow_keeps_the_unmasked_half(demo_server):
     prompt, links = on_digits("sd15_masked_edit")
     # the mask covers the left half of the image: the right half (latent columns 4..7) must be the source's
     for key in ("source", "Edit"):
         prompt[f"keep_{key}"] = {"class_type": "InvTestSaveTensor", "inputs": {"latent": links[key],
                                                                                "name": f"masked_{key}"}}
-    out = digits_server.run(prompt, timeout=600)
+    out = demo_server.run(prompt, timeout=600)
     r = out["report"]["edit"][0]
-    src, edit = (digits_server.load_tensor(out, f"keep_{k}").double() for k in ("source", "Edit"))
+    src, edit = (demo_server.load_tensor(out, f"keep_{k}").double() for k in ("source", "Edit"))
     right = (edit[..., 4:] - src[..., 4:]).abs().max().item()
     left = (edit[..., :4] - src[..., :4]).abs().amax(dim=(1, 2, 3))
     print(f"\nmasked edit: right half max |diff| {right:.2g}, left half {left.tolist()}, "
@@ -100,14 +83,11 @@ def test_masked_edit_workflow_keeps_the_unmasked_half(digits_server):
 
 
 @pytest.mark.server
-def test_showcase_edit_prompts_run_on_the_digits_model(digits_server):
-    sys.path.insert(0, str(REPO))
-    try:
-        from showcase import edits
-    finally:
-        sys.path.remove(str(REPO))
+def test_showcase_edit_prompts_run_on_the_digits_model(demo_server):
+    devkit.import_repo_package("showcase")   # the repo root never goes on sys.path
+    from showcase import edits
     for method in [m for m in edits.EDIT_METHODS if m.key in ("exact", "img2img")]:
-        out = digits_server.run(edits.edit_prompt(method, 3, 8, COUNT, 10), timeout=600)
+        out = demo_server.run(edits.edit_prompt(method, 3, 8, COUNT, 10), timeout=600)
         row = edits.summarise(out, method)
         assert set(row["edits"]) == {"1", "3", "7.5"}
         assert len(out["save_edit"]["images"]) == COUNT

@@ -24,8 +24,8 @@ import pytest
 torch = pytest.importorskip("torch")
 psutil = pytest.importorskip("psutil")
 
-import comfy_harness as ch  # noqa: E402
 import node_graphs as c  # noqa: E402
+from devkit import harness as ch  # noqa: E402
 
 PROMPTS = 100
 WARMUP = 20

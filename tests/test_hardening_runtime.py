@@ -29,8 +29,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import comfy_harness as ch  # noqa: E402
 import node_graphs as c  # noqa: E402
+from devkit import harness as ch  # noqa: E402
 
 EVAL_LATENTS = ch.REPO_ROOT / "testbed" / "data" / "eval_latents.safetensors"
 

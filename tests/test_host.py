@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 import safetensors.torch  # noqa: E402
 
-import comfy_harness as ch  # noqa: E402
+from devkit import harness as ch  # noqa: E402
 
 SD15_SCALE = 0.18215
 

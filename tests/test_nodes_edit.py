@@ -14,8 +14,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import comfy_harness as ch  # noqa: E402
 import node_graphs as c  # noqa: E402
+from devkit import harness as ch  # noqa: E402
 from inversion_core.analytic_conditional import ClassConditionalGaussian  # noqa: E402
 
 SEED, CLASSES, SEP = 5, 4, 5.0

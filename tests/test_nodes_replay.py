@@ -26,8 +26,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import comfy_harness as ch  # noqa: E402
 import node_graphs as c  # noqa: E402
+from devkit import harness as ch  # noqa: E402
 
 
 def _replay_graph(g, kind, patch, sampler_name, steps, **params):

@@ -7,8 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import comfy_harness as ch  # noqa: E402
 import node_graphs as c  # noqa: E402
+from devkit import harness as ch  # noqa: E402
 
 COMMON_INPUTS = ["model", "positive", "negative", "latent", "steps", "scheduler", "cfg", "denoise"]
 INVERT_OUTPUTS = ["LATENT", "INVERSION", "NOISE", "SIGMAS"]

@@ -2,8 +2,8 @@
 the per-step tolerance alone loses, and the reported reconstruction PSNR against stock samplers."""
 import pytest
 
-import comfy_harness as ch
 import node_graphs as c
+from devkit import harness as ch
 
 HARD = dict(seed=0, components=8, channels=4, latent_format="identity", hard=True)
 

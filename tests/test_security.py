@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-import comfy_harness as ch
+from devkit import harness as ch
 
 PACK_FILES = sorted([ch.REPO_ROOT / "__init__.py", *(ch.REPO_ROOT / "nodes").rglob("*.py"),
                      *(ch.REPO_ROOT / "inversion_core").rglob("*.py")])

@@ -1,4 +1,5 @@
-"""The example workflows (example_workflows/, made by scripts/make_workflows.py).
+"""The example workflows (example_workflows/, defined in dev/devkit/example_workflows.py, written by
+scripts/make_workflows.py).
 
 * Every UI file is checked against the real host's ``/object_info``: node types exist, links are consistent both
   ways (ids, slots, socket types), widget values fit their inputs (count incl. control_after_generate and upload
@@ -20,30 +21,20 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import math
-import sys
 import zlib
 
 import pytest
 
-import comfy_harness as ch
+import devkit
+from devkit import example_workflows as ew, harness as ch, workflow_format as mw
 
 REPO = ch.REPO_ROOT
 WF_DIR = REPO / "example_workflows"
 API_DIR = WF_DIR / "api"
 
 
-def _load_generator():
-    spec = importlib.util.spec_from_file_location("make_workflows", REPO / "scripts" / "make_workflows.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module          # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-mw = _load_generator()
 NAMES = sorted(p.stem for p in WF_DIR.glob("*.json"))
 
 # Reconstruction PSNR (dB, InvTestCompare: peak = max |test latent|) that exact paths must reach on the stand-in.
@@ -79,8 +70,8 @@ def test_every_workflow_has_an_api_twin():
     assert len(NAMES) >= 9, NAMES
     twins = sorted(p.stem for p in API_DIR.glob("*.json"))
     assert twins == NAMES
-    generated = sorted(f.name for f in mw.workflows())
-    assert generated == NAMES, "example_workflows/ and scripts/make_workflows.py disagree"
+    generated = sorted(f.name for f in ew.workflows())
+    assert generated == NAMES, "example_workflows/ and devkit/example_workflows.py disagree"
 
 
 def test_workflows_cover_every_pack_node(pack_nodes):
@@ -108,7 +99,7 @@ def test_ui_workflow_is_valid(object_info, name):
 
 @pytest.mark.server
 def test_files_are_what_the_generator_writes(object_info):
-    expected = mw.expected_files(object_info)
+    expected = ew.expected_files(object_info)
     stale = [str(p.relative_to(REPO)) for p, text in expected.items() if not p.exists() or p.read_text() != text]
     assert not stale, f"regenerate with `python scripts/make_workflows.py`: {stale}"
 
@@ -343,12 +334,9 @@ def test_showcase_prompts_fit_the_pack(object_info):
     """scripts/showcase.sh builds its prompts in showcase/prompts.py (run only by the showcase, which needs
     scikit-image): every pack / stock node there must get inputs the host knows, all required ones, with values that
     fit. The demo pack's own nodes (InvDemo*) are not loaded in the test host and are skipped."""
-    sys.path.insert(0, str(REPO))
-    try:
-        from showcase.methods import METHODS
-        from showcase.prompts import method_prompt, original_prompt
-    finally:
-        sys.path.remove(str(REPO))
+    devkit.import_repo_package("showcase")   # the repo root never goes on sys.path
+    from showcase.methods import METHODS
+    from showcase.prompts import method_prompt, original_prompt
     prompts = [original_prompt("camera", 64)] + [method_prompt(m, "camera", 64, 10) for m in METHODS]
     assert {m.node for m in METHODS} >= {"ExactInvDDIMInvert", "ExactInvReNoiseInvert", "ExactInvEasyInvInvert",
                                          "ExactInvRNRIInvert", "ExactInvExactInvert"}
@@ -369,35 +357,15 @@ def test_showcase_prompts_fit_the_pack(object_info):
                     assert problem is None, f"{node_id} ({node['class_type']}): {problem}"
 
 
-@pytest.fixture(scope="module")
-def demo_server(tmp_path_factory, comfy_dir, comfy_python):
-    """A ComfyUI with the pack, demo_pack/ and the support pack (as the showcase, plus InvTestEvalLatents)."""
-    sys.path.insert(0, str(REPO))
-    try:
-        from showcase import client
-    finally:
-        sys.path.remove(str(REPO))
-    base = client.make_base_dir(tmp_path_factory.mktemp("comfy_demo"))
-    (base / "custom_nodes" / ch.SUPPORT_LINK_NAME).symlink_to(ch.SUPPORT_PACK_DIR, target_is_directory=True)
-    srv = ch.ComfyServer(comfy_dir, comfy_python, base).start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
 @pytest.mark.server
 def test_showcase_prompts_run_with_the_demo_pack(demo_server):
     """The showcase's prompts through the demo pack, with the committed eval latents of three of its photographs
     (camera, chelsea, coins at 64 px, the same latents Photo Latent makes with scikit-image) instead of Photo Latent,
     4 steps: the demo nodes load, every method inverts and samples back, the report carries per-step landing errors
     and PSNRs, and the exact solver reconstructs."""
-    sys.path.insert(0, str(REPO))
-    try:
-        from showcase.methods import METHODS
-        from showcase.prompts import method_prompt
-    finally:
-        sys.path.remove(str(REPO))
+    devkit.import_repo_package("showcase")   # the repo root never goes on sys.path
+    from showcase.methods import METHODS
+    from showcase.prompts import method_prompt
     failed = [ln for ln in demo_server.import_failures() if "exact_inversion" in ln]
     assert not failed, demo_server.log_tail()
     steps = 4

@@ -1,14 +1,16 @@
 """Test-only ComfyUI node pack (never shipped or registered in production).
 
 The test fixtures symlink this folder into ``<base>/custom_nodes/inversion_test_support``. V1 nodes, ids prefixed
-``InvTest``. Importing it registers the ``TinySD15`` model config with ComfyUI's detection. Relative imports only:
-ComfyUI's ``comfy/`` directory is first on ``sys.path`` and shadows names such as ``utils`` or ``samplers``.
+``InvTest``. Importing it registers the ``TinySD15`` model config with ComfyUI's detection. Its own modules are
+imported relatively (ComfyUI's ``comfy/`` directory is first on ``sys.path`` and shadows names such as ``utils`` or
+``samplers``); the model wrappers come from the development kit ``devkit`` (``<repository>/dev`` is put on
+``sys.path``, see the devkit docstring).
 
 Nodes
 * InvTestTinyModel(seed) -> MODEL: in-memory 32-channel SD1.5-layout UNet (TinySD15), seeded random weights.
 * InvTestConditioning(tokens, dim, seed, zero, pooled_dim) -> CONDITIONING [[cond[1,tokens,dim], {"pooled_output"}]].
 * InvTestAnalyticModel(seed, components, channels, latent_format, sampling) -> MODEL whose denoiser is the exact
-  posterior mean of ``GaussianMixture.random((C, H, W), components, seed)`` (see analytic_models.py).
+  posterior mean of ``GaussianMixture.random((C, H, W), components, seed)`` (see devkit/analytic_models.py).
 * InvTestAnalyticLatent(seed, batch, latent_width, latent_height, channels, gmm_seed, components, latent_format)
   -> LATENT: samples of that mixture (internal space), returned in *external* space (``latent_format.process_out``).
 * InvTestLoadTensor(filename, key) -> LATENT: a safetensors file from the input directory.
@@ -21,7 +23,7 @@ Nodes
 * InvTestCompare(a, b) [output]: ui {"psnr", "rms", "rel_rms", "max_abs"} per sample (float64; psnr uses the
   per-sample max |a| as peak, inf when identical), plus "shape".
 * InvTestConditionalModel / InvTestClassConditioning / InvTestConditionalLatent / InvTestEditScore: the
-  class-conditional analytic model with a known ideal edit (conditional_models.py).
+  class-conditional analytic model with a known ideal edit (conditional_nodes.py).
 * InvTestSaveTensor(latent, name) [output]: writes ``<output>/<name>.safetensors`` (keys "samples" and, if
   present, "noise_mask"; exact dtype), ui {"tensors": [{"filename", "subfolder", "type", "shape", "dtype"}]}.
 """
@@ -31,6 +33,7 @@ import hashlib
 import math
 import os
 import re
+import sys
 
 import safetensors.torch
 import torch
@@ -40,7 +43,14 @@ import comfy.sample
 import comfy.samplers
 import folder_paths
 
-from . import analytic_models as am, inv_test_models as itm
+# the development kit (devkit docstring): <repository>/dev on sys.path; this folder is reached through a symlink
+_DEV_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__)))), "dev")
+if _DEV_DIR not in sys.path:
+    sys.path.insert(0, _DEV_DIR)
+
+from devkit import analytic_models as am  # noqa: E402
+
+from . import inv_test_models as itm  # noqa: E402
 
 itm.register_tiny_config()
 
@@ -297,7 +307,7 @@ NODE_CLASS_MAPPINGS = {
 from .learned_nodes import NODE_CLASS_MAPPINGS as _LEARNED_NODES  # noqa: E402  (learned model, eval latents, full UNets)
 
 NODE_CLASS_MAPPINGS.update(_LEARNED_NODES)
-from .conditional_models import NODE_CLASS_MAPPINGS as _CONDITIONAL_NODES  # noqa: E402  (class-conditional analytic)
+from .conditional_nodes import NODE_CLASS_MAPPINGS as _CONDITIONAL_NODES  # noqa: E402  (class-conditional analytic)
 
 NODE_CLASS_MAPPINGS.update(_CONDITIONAL_NODES)
 NODE_DISPLAY_NAME_MAPPINGS = {k: k.replace("InvTest", "InvTest ") for k in NODE_CLASS_MAPPINGS}

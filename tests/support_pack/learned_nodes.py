@@ -1,7 +1,7 @@
 """Benchmark/test nodes around the project's learned denoiser and full-size random UNets (test support pack only).
 
 * InvTestLearnedModel(sampling, latent_format) -> MODEL: the trained toy denoiser of ``testbed/learned.py``
-  (``LearnedDenoiser.load()``) behind ``analytic_models.make_denoiser_model``: ComfyUI runs it like any loaded
+  (``LearnedDenoiser.load()``) behind ``devkit.analytic_models.make_denoiser_model``: ComfyUI runs it like any loaded
   diffusion model, with the parametrization of the model_sampling in force ("eps" / "v_prediction": ComfyUI's VE
   space with the SD1.5 discrete schedule; "flow": ModelSamplingDiscreteFlow, shift 3). Its internal latent space is
   the photo latent itself, so use latent_format "identity" (the default) unless a test wants a scaled format.
@@ -29,22 +29,12 @@ import comfy.model_management
 import comfy.model_patcher
 import comfy.supported_models
 
-from . import analytic_models as am
-from .repo_imports import REPO_ROOT, import_repo_module, import_repo_package
+from devkit import REPO_ROOT, analytic_models as am
+from devkit.analytic_models import learned_denoiser
 
 CATEGORY = "testing/exact_inversion"
 EVAL_LATENTS = os.path.join(REPO_ROOT, "testbed", "data", "eval_latents.safetensors")
 SPLITS = {"held_out": "heldout_crops", "train": "train_crops", "held_out_whole64": "heldout_whole64"}
-
-
-@functools.lru_cache(maxsize=1)
-def learned_denoiser():
-    """The committed LearnedDenoiser, loaded once per process outside inference mode (normal, autograd-usable
-    tensors)."""
-    import_repo_package("inversion_core")   # testbed.learned imports the top-level ``inversion_core``
-    learned = import_repo_module("testbed.learned")
-    with torch.inference_mode(False):
-        return learned.LearnedDenoiser.load()
 
 
 class InvTestLearnedModel:

@@ -38,7 +38,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from . import REPO_ROOT
+
 TESTS_DIR = REPO_ROOT / "tests"
 SUPPORT_PACK_DIR = TESTS_DIR / "support_pack"
 PACK_LINK_NAME = "exact_inversion"
@@ -78,27 +79,6 @@ def running_in(python: str) -> bool:
         return interpreter_prefix(python) == os.path.realpath(sys.prefix)
     except (OSError, subprocess.CalledProcessError):
         return False
-
-
-def import_inversion_core():
-    """Load the repo's ``inversion_core`` as a top-level package without putting the repo root on sys.path
-    (the root also holds ``nodes/``, which must not shadow ComfyUI's ``nodes`` module)."""
-    import importlib.machinery
-    import importlib.util
-
-    mod = sys.modules.get("inversion_core")
-    if mod is None:
-        spec = importlib.machinery.PathFinder.find_spec("inversion_core", [str(REPO_ROOT)])
-        if spec is None:
-            raise ImportError(f"inversion_core not found in {REPO_ROOT}")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["inversion_core"] = mod
-        try:
-            spec.loader.exec_module(mod)
-        except BaseException:
-            sys.modules.pop("inversion_core", None)
-            raise
-    return mod
 
 
 # ----------------------------------------------------------------------------------------------- errors

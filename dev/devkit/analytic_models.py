@@ -28,6 +28,8 @@ The Gaussian-mixture MODEL uses ``GaussianMixture.random(shape, components, seed
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 import comfy.latent_formats
@@ -37,7 +39,7 @@ import comfy.model_patcher
 import comfy.model_sampling
 import comfy.supported_models_base
 
-from .repo_imports import import_repo_module, import_repo_package
+from . import import_repo_module, import_repo_package
 
 LATENT_FORMATS = ("sd15", "flux", "identity")
 SAMPLINGS = ("eps", "v_prediction", "flow")
@@ -114,13 +116,17 @@ class DenoiserBaseModel(comfy.model_base.BaseModel):
         if s64.numel() == 1 and x.shape[0] != 1:
             s64 = s64.expand(x.shape[0])
         x64 = x.to(torch.float64)
-        d_true = fn(x64, s64).to(torch.float64)
+        d_true = self.true_denoised(fn, x64, s64, c_crossattn).to(torch.float64)
         a = ms.calculate_denoised(s64, torch.zeros_like(x64), x64)
         b = ms.calculate_denoised(s64, torch.ones_like(x64), x64) - a
         safe = b != 0
         out = torch.where(safe, (d_true - a) / torch.where(safe, b, torch.ones_like(b)), torch.zeros_like(b))
         work = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
         return ms.calculate_denoised(sigma, out.to(work), x.to(work))
+
+    def true_denoised(self, fn, x64, s64, c_crossattn):
+        """The provider's denoiser at (x, sigma), float64; a conditional model also hands it the conditioning."""
+        return fn(x64, s64)
 
 
 def _model_type(sampling: str):
@@ -162,12 +168,22 @@ def gmm_model(seed: int = 0, components: int = 3, channels: int = 4, latent_form
                                latent_format, sampling)
 
 
-# --- Hook for a learned denoiser ------------------------------------------------------------------------------------
-# testbed/learned.py (another engineer) provides the learned denoiser: an object with the same
-# ``denoiser(parametrization)`` method as GaussianMixture, from ``load_learned_denoiser()`` (the planned name) or
-# ``LearnedDenoiser.load()``. This wraps it as a MODEL; no node is registered for it yet (add one when needed,
-# e.g. ``InvTestLearnedModel``). The provider ignores the latent shape. Loaded outside inference mode, so its
-# weights are normal tensors and the MODEL is differentiable.
+# --- The learned denoiser ------------------------------------------------------------------------------------------
+# testbed/learned.py provides the learned denoiser: an object with the same ``denoiser(parametrization)`` method as
+# GaussianMixture (``LearnedDenoiser.load()``). ``learned_denoiser()`` loads the committed one once per process
+# (the support pack's InvTestLearnedModel and the demo pack's Learned Demo Model share it); ``learned_model`` wraps
+# a (re)loaded one as a MODEL. The provider ignores the latent shape. Loaded outside inference mode, so its weights
+# are normal tensors and the MODEL is differentiable.
+@functools.lru_cache(maxsize=1)
+def learned_denoiser():
+    """The committed LearnedDenoiser, loaded once per process outside inference mode (normal, autograd-usable
+    tensors)."""
+    import_repo_package("inversion_core")   # testbed.learned imports the top-level ``inversion_core``
+    learned = import_repo_module("testbed.learned")
+    with torch.inference_mode(False):
+        return learned.LearnedDenoiser.load()
+
+
 def learned_model(channels: int = 4, latent_format: str = "sd15", sampling: str = "eps", **loader_kwargs):
     learned = import_repo_module("testbed.learned")
     loader = getattr(learned, "load_learned_denoiser", None) or learned.LearnedDenoiser.load
@@ -177,7 +193,7 @@ def learned_model(channels: int = 4, latent_format: str = "sd15", sampling: str 
 
 
 __all__ = [
-    "make_denoiser_model", "gmm_model", "gaussian_mixture", "learned_model", "make_latent_format",
+    "make_denoiser_model", "gmm_model", "gaussian_mixture", "learned_denoiser", "learned_model", "make_latent_format",
     "parametrization_of", "DenoiserBaseModel", "DenoiserModelConfig", "LATENT_FORMATS", "SAMPLINGS",
     "import_repo_package",
 ]
