@@ -23,7 +23,9 @@ Each in "ve" (SD1.5 discrete sigmas, "simple" scheduler) and "flow" (shift 3, "s
 Cells: PSNR mean / worst image / images under 30 dB, then model calls per step (batched calls, the replay of the
 verification included) and, for Exact Invert, single-image evaluations per image per step. ``vs cheap`` counts
 the images where Exact Invert is more than 0.5 dB below the better of DDIM and ReNoise (all images / images below
-the target). Prints markdown; one torch thread.
+the target). ``--ceiling K`` adds a column: what the final sampler step alone can give each image, x_0 ~ D(x_1,
+sigma_1) optimised over x_1 by K Adam steps from Exact Invert's own x_1 (``last_step_ceiling``; a local optimum,
+an estimate of what any inversion can reach, not a bound). Prints markdown; one torch thread.
 """
 from __future__ import annotations
 
@@ -68,7 +70,37 @@ def verified(denoise, x0, sigmas, parametrization):
     inversion = invert_verified(denoise, x0, sigmas, lambda: AdaptiveInversion(tolerance=1e-4),
                                 parametrization=parametrization, independent=True)
     v = inversion.verification
-    return torch.tensor(v.psnr, dtype=torch.float64), v.model_calls, v.image_evaluations / x0.shape[0], v
+    return (torch.tensor(v.psnr, dtype=torch.float64), v.model_calls, v.image_evaluations / x0.shape[0], v,
+            inversion.latents[-2])
+
+
+def last_step_ceiling(denoise, x0: torch.Tensor, x1: torch.Tensor, sigma1: float, iterations: int) -> torch.Tensor:
+    """Per image, the best PSNR of D(x_1, sigma_1) against x_0 over ``iterations`` Adam steps on x_1 (the forward
+    sampler's last Euler step to sigma 0 returns D(x_1, sigma_1) itself), started at ``x1``."""
+    sigma = torch.full((x0.shape[0],), float(sigma1))
+    y = x1.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([y], lr=1e-3 * float(x1.abs().mean()))
+    schedule_ = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, iterations)
+    with torch.no_grad():
+        best = psnr(x0, denoise(y, sigma)).double()
+    for k in range(iterations):
+        optimizer.zero_grad()
+        with torch.enable_grad():
+            ((denoise(y, sigma) - x0) ** 2).flatten(1).sum(1).sum().backward()
+        optimizer.step()
+        schedule_.step()
+        if k % 25 == 24 or k == iterations - 1:
+            with torch.no_grad():
+                best = torch.maximum(best, psnr(x0, denoise(y, sigma)).double())
+    return best
+
+
+def ceiling_cells(denoise, x0, x1, sigma1: float, exact: torch.Tensor, iterations: int) -> str:
+    if not iterations:
+        return ""
+    ceiling = torch.maximum(last_step_ceiling(denoise, x0, x1, sigma1, iterations), exact)
+    short = int((exact < ceiling - 1).sum())
+    return f"{ceiling.mean():.1f} / {ceiling.min():.1f} / {int((ceiling < 30).sum())} | {short} | "
 
 
 def cell(p: torch.Tensor, calls: float, steps: int, extra: str = "") -> str:
@@ -81,6 +113,8 @@ def main(argv=None):
     parser.add_argument("--parametrizations", nargs="+", choices=("ve", "flow"), default=["ve", "flow"])
     parser.add_argument("--steps", nargs="+", type=int, default=list(STEPS))
     parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--ceiling", type=int, default=0, metavar="K",
+                        help="add the last-step ceiling column (K Adam steps per setting; 0: off)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     print("PSNR mean / worst / images < 30 dB (inversion model calls per step, the user's own reconstruction not "
@@ -92,21 +126,24 @@ def main(argv=None):
         for param in args.parametrizations:
             denoise = make(param)
             print(f"### {name}, {param}, {x0.shape[0]} images\n")
-            print("| N | DDIM | ReNoise | adaptive, per-step only | Exact Invert | vs cheap | cost vs per-step | s |")
-            print("|---|---|---|---|---|---|---|---|")
+            ceiling_head = " last-step ceiling | Exact below it by > 1 dB |" if args.ceiling else ""
+            print("| N | DDIM | ReNoise | adaptive, per-step only | Exact Invert | vs cheap | cost vs per-step |"
+                  f"{ceiling_head} s |")
+            print("|---|---|---|---|---|---|---|" + "---|" * (2 if args.ceiling else 0) + "---|")
             for n in args.steps:
                 sigmas = schedule(param, n, "simple")
                 started = time.perf_counter()
                 ddim, ddim_calls = plain(denoise, x0, sigmas, param, DDIMInversion())
                 renoise, renoise_calls = plain(denoise, x0, sigmas, param, ReNoise(regularizer=None))
                 today, today_calls = plain(denoise, x0, sigmas, param, AdaptiveInversion(final_max_calls=30))
-                exact, calls, evaluations, v = verified(denoise, x0, sigmas, param)
+                exact, calls, evaluations, v, x1 = verified(denoise, x0, sigmas, param)
                 cheap = torch.maximum(ddim, renoise)
                 worse = exact < cheap - 0.5
                 below = exact < v.target_psnr
                 print(f"| {n} | {cell(ddim, ddim_calls, n)} | {cell(renoise, renoise_calls, n)} | "
                       f"{cell(today, today_calls, n)} | {cell(exact, calls, n, f'; {evaluations / n:.1f}')} | "
                       f"{int(worse.sum())} / {int((worse & below).sum())} | {evaluations / today_calls:.2f} | "
+                      f"{ceiling_cells(denoise, x0, x1, float(sigmas[-2]), exact, args.ceiling)}"
                       f"{time.perf_counter() - started:.0f} |", flush=True)
             print()
 
