@@ -39,7 +39,7 @@ from testbed.digits import (  # noqa: E402
     make_net,
 )
 from testbed.learned import count_parameters, velocity_target  # noqa: E402
-from testbed.train_learned import learning_rate, sample_phi  # noqa: E402
+from testbed.train_learned import learning_rate, sample_phi, train_step  # noqa: E402
 
 EVAL_PER_CLASS = 10
 
@@ -118,14 +118,7 @@ def main(argv=None):
         phi = sample_phi(args.batch, generator)
         u = torch.cos(phi)[:, None, None, None] * x0 + torch.sin(phi)[:, None, None, None] * eps
         loss = (net(u, phi, context) - velocity_target(x0, eps, phi)).square().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        optimizer.step()
-        decay = min(args.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), net.parameters(), strict=True):
-                p_ema.lerp_(p, 1 - decay)
+        train_step(net, ema, optimizer, loss, step, args.ema)
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if step % 100 == 0 or step == args.steps - 1:
             line = {"step": step, "loss": round(running, 5), "seconds": round(time.time() - start, 1)}

@@ -71,6 +71,19 @@ def sample_phi(batch: int, generator: torch.Generator) -> torch.Tensor:
     return torch.where(pick, uniform, from_sigma)
 
 
+def train_step(net, ema, optimizer, loss: torch.Tensor, step: int, ema_rate: float) -> None:
+    """One optimiser step on ``loss`` (gradient norm clipped at 1), then the EMA copy moves toward the weights with
+    decay min(ema_rate, (1 + step) / (10 + step)) (a short warm-up of the average)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+    optimizer.step()
+    decay = min(ema_rate, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for p_ema, p in zip(ema.parameters(), net.parameters(), strict=True):
+            p_ema.lerp_(p, 1 - decay)
+
+
 def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -235,14 +248,7 @@ def main(argv=None):
         phi = sample_phi(args.batch, generator)
         u = torch.cos(phi)[:, None, None, None] * x0 + torch.sin(phi)[:, None, None, None] * eps
         loss = (net(u, phi) - velocity_target(x0, eps, phi)).square().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        optimizer.step()
-        decay = min(args.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), net.parameters(), strict=True):
-                p_ema.lerp_(p, 1 - decay)
+        train_step(net, ema, optimizer, loss, step, args.ema)
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if step % 50 == 0 or step == args.steps - 1:
             line = {"step": step, "loss": round(running, 5), "lr": round(optimizer.param_groups[0]["lr"], 6),
