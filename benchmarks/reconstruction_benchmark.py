@@ -66,9 +66,9 @@ def plain(denoise, x0, sigmas, parametrization, solver):
     return psnr(x0, reconstruction).double(), inversion.model_calls
 
 
-def verified(denoise, x0, sigmas, parametrization):
+def verified(denoise, x0, sigmas, parametrization, target_psnr: float = 40.0):
     inversion = invert_verified(denoise, x0, sigmas, lambda: AdaptiveInversion(tolerance=1e-4),
-                                parametrization=parametrization, independent=True)
+                                parametrization=parametrization, independent=True, target_psnr=target_psnr)
     v = inversion.verification
     return (torch.tensor(v.psnr, dtype=torch.float64), v.model_calls, v.image_evaluations / x0.shape[0], v,
             inversion.latents[-2])
@@ -113,6 +113,7 @@ def main(argv=None):
     parser.add_argument("--parametrizations", nargs="+", choices=("ve", "flow"), default=["ve", "flow"])
     parser.add_argument("--steps", nargs="+", type=int, default=list(STEPS))
     parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--target-psnr", type=float, default=40.0, help="Exact Invert's target (the node's: 40)")
     parser.add_argument("--ceiling", type=int, default=0, metavar="K",
                         help="add the last-step ceiling column (K Adam steps per setting; 0: off)")
     args = parser.parse_args(argv)
@@ -136,7 +137,7 @@ def main(argv=None):
                 ddim, ddim_calls = plain(denoise, x0, sigmas, param, DDIMInversion())
                 renoise, renoise_calls = plain(denoise, x0, sigmas, param, ReNoise(regularizer=None))
                 today, today_calls = plain(denoise, x0, sigmas, param, AdaptiveInversion(final_max_calls=30))
-                exact, calls, evaluations, v, x1 = verified(denoise, x0, sigmas, param)
+                exact, calls, evaluations, v, x1 = verified(denoise, x0, sigmas, param, args.target_psnr)
                 cheap = torch.maximum(ddim, renoise)
                 worse = exact < cheap - 0.5
                 below = exact < v.target_psnr
