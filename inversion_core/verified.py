@@ -20,11 +20,12 @@ sigmas, guidance -- the same ``denoise`` callable -- and the stored noises) from
 computes every image's reconstruction PSNR against its input latent (``metrics.psnr``). Then, while an image is
 below ``target_psnr`` and the budget lasts:
 
-1. **Candidates.** Other inversions of the same image are run and verified the same way -- by default DDIM
-   inversion (one call a step) and ReNoise with averaging (Garibi et al. 2024, eq. 5 + Sec. 4.2), whose
-   fixed-iteration, partially converged answers stay near the typical set where the exact solution does not --
-   and each image keeps the candidate with the best *verified* PSNR. No image is then worse than the best cheap
-   method that was verified.
+1. **Candidates.** Every image the primary left below the target is inverted by every candidate too, each
+   verified the same way -- by default DDIM inversion (one call a step) and ReNoise with averaging (Garibi et
+   al. 2024, eq. 5 + Sec. 4.2), whose fixed-iteration, partially converged answers stay near the typical set where
+   the exact solution does not -- and each image keeps the candidate with the best *verified* PSNR (a cheap
+   candidate that just passes the target does not stop a better one from being tried). No such image is then
+   worse than the best cheap method.
 2. **Defect correction** (iterative refinement; Wilkinson 1963; Stetter 1978, "The defect correction principle
    and discretization methods", Numer. Math. 29). With an approximate inverse Psi of Phi, invert a corrected
    target t instead of x_0:
@@ -227,8 +228,8 @@ def invert_verified(
     def below() -> torch.Tensor:
         return best.psnr < target_psnr
 
-    for name in candidates:
-        need = below()
+    need = below()                 # every candidate runs on every image the primary left below the target: a cheap
+    for name in candidates:        # one that just passes it must not keep a better one from being tried
         if not bool(need.any()):
             break
         before, before_evaluations = calls, evaluations
