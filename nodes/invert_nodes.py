@@ -95,20 +95,44 @@ class InversionNode(PackNode):
 
 
 class InvertNode(InversionNode):
-    """Base of the method nodes (not registered). Subclasses set the schema fields, :meth:`method_inputs` and
-    :meth:`solver`."""
+    """Base of the inverting nodes (not registered): the one execution path of the method nodes and Noise Correct.
+    Subclasses set the schema fields and :meth:`method_inputs`, build their solver in :meth:`solver`, and may
+    override the other hooks :meth:`execute` calls (:meth:`verification`, :meth:`calls_per_step`,
+    :meth:`schedule_settings`, :meth:`method`, :meth:`step_arguments`, :meth:`run`)."""
 
     METHOD = ""
 
     @classmethod
     def solver(cls, model, steps: int, params: dict):
-        """(make_solver, settings dict, notes); the progress bar's budget is the solver's ``expected_calls``."""
+        """(make_solver, settings dict, notes); the progress bar's budget is :meth:`calls_per_step` per step."""
         raise NotImplementedError
 
     @classmethod
     def verification(cls, params: dict):
         """Keyword arguments of ``invert_verified`` for an end-to-end checked run, or None (the default)."""
         return None
+
+    @classmethod
+    def calls_per_step(cls, make_solver) -> int:
+        """Model calls one inverse step is expected to take (the progress bar's unit)."""
+        return make_solver().expected_calls()
+
+    @classmethod
+    def schedule_settings(cls, steps: int, scheduler: str, denoise: float, sigmas) -> dict:
+        """The schedule's part of the INVERSION settings (a SIGMAS override replaces scheduler and denoise)."""
+        return {"steps": steps, "scheduler": scheduler if sigmas is None else "custom sigmas",
+                "denoise": float(denoise) if sigmas is None else None}
+
+    @classmethod
+    def method(cls, settings: dict) -> str:
+        """The INVERSION's method name."""
+        return cls.METHOD
+
+    @classmethod
+    def step_arguments(cls, params: dict) -> dict:
+        """Keyword arguments of ``runtime.run_inversion`` that say which step is inverted (step_kind, eta,
+        s_noise, noise_seed, correction); none: the deterministic euler step."""
+        return {}
 
     @classmethod
     def execute(cls, model, positive, negative, latent, steps, scheduler, cfg, denoise, sigmas=None, **params):
@@ -119,25 +143,24 @@ class InvertNode(InversionNode):
         schedule = runtime.schedule(node, model, steps, scheduler, denoise, sigmas)
         n_steps = schedule.numel() - 1
         make_solver, settings, notes = cls.solver(model, n_steps, params)
-        calls_per_step = make_solver().expected_calls()
+        calls_per_step = cls.calls_per_step(make_solver)
         verify = cls.verification(params)
         if verify is not None:
             calls_per_step += 1      # the replay of the forward sampler (more if images need further passes)
             settings = dict(settings, **{k: (list(v) if isinstance(v, tuple) else v) for k, v in verify.items()})
-        settings = dict(settings, steps=n_steps, scheduler=scheduler if sigmas is None else "custom sigmas",
-                        denoise=float(denoise) if sigmas is None else None)
+        settings = dict(settings, **cls.schedule_settings(n_steps, scheduler, denoise, sigmas))
         out = cls.run(model, positive, negative, latent, cfg, schedule, make_solver, settings,
-                      n_steps * calls_per_step, notes, verify=verify)
+                      n_steps * calls_per_step, notes, verify=verify, **cls.step_arguments(params))
         return io.NodeOutput(out.latent, out.record, out.noise, out.sigmas,
                              ui={"inversion": [runtime.summary(out.record)]})
 
     @classmethod
     def run(cls, model, positive, negative, latent, cfg, schedule, make_solver, settings, expected_calls, notes,
-            sampling_model=None, verify=None) -> runtime.InversionOutputs:
+            sampling_model=None, verify=None, **step) -> runtime.InversionOutputs:
         return runtime.run_inversion(cls.DISPLAY_NAME, model, positive, negative, latent, cfg, schedule,
-                                     make_solver, method=cls.METHOD, settings=settings,
+                                     make_solver, method=cls.method(settings), settings=settings,
                                      expected_calls=expected_calls, notes=notes, sampling_model=sampling_model,
-                                     verify=verify)
+                                     verify=verify, **step)
 
 
 class DDIMInvert(InvertNode):
