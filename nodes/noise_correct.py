@@ -22,6 +22,9 @@ SOLVERS = ("exact", "renoise", "edit_friendly")
 
 
 class NoiseCorrect(InvertNode):
+    """Runs through :meth:`InvertNode.execute` like the method nodes; its hooks build the solver, count the
+    noise-corrected calls and hand the run the stochastic step (sampler_name, eta, s_noise, seed, correction)."""
+
     NODE_ID = "ExactInvNoiseCorrect"
     DISPLAY_NAME = "Noise Correct"
     ADVANCED_INPUTS = ("s_noise", "correction", "solver", "iterations")
