@@ -253,7 +253,7 @@ def memory_verdict(mem: dict) -> str:
         text += (f"**yes** -- at {n}x{n}, where activations are negligible, the gradient path peaks "
                  f"{mem['newton_extra_small_mib']:.0f} MiB above the plain forward, "
                  f"{mem['newton_extra_small_mib'] / mem['weights_mib']:.1f}x the weights: the per-forward "
-                 "`weight.clone()` wrappers of the autograd clone (nodes/runtime.py `autograd_model`) are saved "
+                 "`weight.clone()` wrappers of the autograd clone (nodes/autograd_clone.py `autograd_model`) are saved "
                  "for backward, so at least one full copy of the weights lives during every gradient evaluation "
                  "(it scales with the weights: on the 0.5 MiB tiny UNet the same extra is about 1 MiB; on SDXL in "
                  "fp16 it would be about 5 GB of VRAM).")

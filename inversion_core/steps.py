@@ -15,7 +15,7 @@ lands exactly on x_lo (``ForwardStep.kdiffusion``). This matters where the traje
 paper's seeded-noise trajectory grows (|x| ~ 2800 at sigma 14.6) and its forward replay amplifies a perturbation
 of the top latent up to ~1e6 through the denoiser's Jacobian, so landing within float32 round-off of each latent
 (what the float64 formula gives) is not enough: replayed through ComfyUI it reconstructed at 7.2 dB, landing
-exactly (with the replay started exactly at x_N, ``nodes.runtime.starting_at_inverted``) at 52.5 dB
+exactly (with the replay started exactly at x_N, ``nodes.handoff.starting_at_inverted``) at 52.5 dB
 (tests/test_nodes_replay.py).
 """
 from __future__ import annotations

@@ -5,7 +5,9 @@ NODE_LIST is the registration list read by the pack's ``comfy_entrypoint`` (repo
 
 Modules: ``invert_nodes`` (DDIM / ReNoise / EasyInv / RNRI / Exact Invert), ``noise_correct``, ``sample_nodes``
 (Inverted Sampler, Inversion Sampler, Replay Sampler), ``schema`` (the category and ``define_schema`` every node
-shares), ``runtime`` (the ComfyUI glue), ``record`` (the INVERSION type), ``validation`` (every input check).
+shares), ``inversion_run`` (an inversion run through ComfyUI's guider), ``handoff`` (the LATENT / NOISE
+hand-off, the replay samplers, sampling back), ``autograd_clone`` (RNRI's autograd-capable MODEL clone), ``record``
+(the INVERSION type), ``validation`` (every input check).
 """
 from .invert_nodes import INVERT_NODES
 from .noise_correct import NoiseCorrect

@@ -2,7 +2,7 @@
 
 :class:`TrajectorySampler` is a ``comfy.samplers.KSAMPLER`` that runs ComfyUI's own k-diffusion function of the
 inversion's step kind (``sample_euler`` / ``sample_euler_ancestral`` / ``sample_lcm``, stored noises replayed as in
-``runtime.replay_sampler``) over the inversion's schedule from step ``start`` on, starting at the stored latent of
+``handoff.replay_sampler``) over the inversion's schedule from step ``start`` on, starting at the stored latent of
 that step (``latents[start]``): the first ``start`` steps are the source trajectory itself (the "replay the stored
 latents, then edit" way of keeping structure; ``start`` 0 is the full edit).
 
@@ -20,7 +20,7 @@ import torch
 
 import comfy.samplers
 
-from . import runtime, validation
+from . import handoff, validation
 from .record import InversionRecord
 
 
@@ -62,7 +62,7 @@ class TrajectorySampler(comfy.samplers.KSAMPLER):
     """ComfyUI's sampler of the inversion's kind from step ``start`` of the stored trajectory, mask-aware."""
 
     def __init__(self, record: InversionRecord, start: int, node: str):
-        base = runtime.replay_sampler(record, node)
+        base = handoff.replay_sampler(record, node)
         super().__init__(base.sampler_function, base.extra_options, base.inpaint_options)
         self.record, self.start, self.node = record, int(start), node
 
@@ -107,12 +107,12 @@ def sample_edit(node: str, model, positive, negative, cfg: float, record: Invers
     if start >= record.steps:       # nothing is sampled: the source itself
         return latent_image.to(comfy.model_management.intermediate_device())
     sigmas = record.sigmas[start:].to(torch.float32)
-    guider = runtime.make_guider(model, positive, negative, cfg)
+    guider = handoff.make_guider(model, positive, negative, cfg)
     callback = latent_preview.prepare_callback(model, sigmas.numel() - 1)
     out = guider.sample(torch.zeros(latent_image.shape, dtype=torch.float32), latent_image,
                         TrajectorySampler(record, start, node), sigmas, denoise_mask=noise_mask, callback=callback,
                         disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=int(record.noise_seed))
-    return runtime.finite_output(node, out).to(comfy.model_management.intermediate_device())
+    return handoff.finite_output(node, out).to(comfy.model_management.intermediate_device())
 
 
 def noise_mask(node: str, name: str, latent) -> torch.Tensor | None:

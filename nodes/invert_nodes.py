@@ -3,7 +3,8 @@
 Inputs: MODEL, positive / negative CONDITIONING, LATENT, steps, scheduler, cfg, denoise, the method's own
 parameters, and an optional SIGMAS that overrides steps / scheduler / denoise.
 Outputs: LATENT (for KSamplerAdvanced / SamplerCustom with add_noise off), INVERSION (for Inverted Sampler),
-NOISE (for SamplerCustomAdvanced), SIGMAS (the schedule used). See ``runtime`` for how they are made.
+NOISE (for SamplerCustomAdvanced), SIGMAS (the schedule used). See ``inversion_run`` and ``handoff``
+(LATENT, NOISE) for how they are made.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from ..inversion_core.easyinv import EASYINV_PRESETS, EasyInv
 from ..inversion_core.regularizers import NoiseRegularizer
 from ..inversion_core.renoise import FIRST_STEP_RULES, ReNoise
 from ..inversion_core.rnri import RNRI, VARIANTS as RNRI_VARIANTS, GradientUnavailable
-from . import runtime, validation
+from . import autograd_clone, inversion_run, validation
 from .record import INVERSION
 from .schema import PackNode
 
@@ -95,14 +96,16 @@ class InversionNode(PackNode):
 
 
 class InvertNode(InversionNode):
-    """Base of the method nodes (not registered). Subclasses set the schema fields, :meth:`method_inputs` and
-    :meth:`solver`."""
+    """Base of the inverting nodes (not registered): the one execution path of the method nodes and Noise Correct.
+    Subclasses set the schema fields and :meth:`method_inputs`, build their solver in :meth:`solver`, and may
+    override the other hooks :meth:`execute` calls (:meth:`verification`, :meth:`calls_per_step`,
+    :meth:`schedule_settings`, :meth:`method`, :meth:`step_arguments`, :meth:`run`)."""
 
     METHOD = ""
 
     @classmethod
     def solver(cls, model, steps: int, params: dict):
-        """(make_solver, settings dict, notes); the progress bar's budget is the solver's ``expected_calls``."""
+        """(make_solver, settings dict, notes); the progress bar's budget is :meth:`calls_per_step` per step."""
         raise NotImplementedError
 
     @classmethod
@@ -111,33 +114,54 @@ class InvertNode(InversionNode):
         return None
 
     @classmethod
+    def calls_per_step(cls, make_solver) -> int:
+        """Model calls one inverse step is expected to take (the progress bar's unit)."""
+        return make_solver().expected_calls()
+
+    @classmethod
+    def schedule_settings(cls, steps: int, scheduler: str, denoise: float, sigmas) -> dict:
+        """The schedule's part of the INVERSION settings (a SIGMAS override replaces scheduler and denoise)."""
+        return {"steps": steps, "scheduler": scheduler if sigmas is None else "custom sigmas",
+                "denoise": float(denoise) if sigmas is None else None}
+
+    @classmethod
+    def method(cls, settings: dict) -> str:
+        """The INVERSION's method name."""
+        return cls.METHOD
+
+    @classmethod
+    def step_arguments(cls, params: dict) -> dict:
+        """Keyword arguments of ``inversion_run.run_inversion`` that say which step is inverted (step_kind, eta,
+        s_noise, noise_seed, correction); none: the deterministic euler step."""
+        return {}
+
+    @classmethod
     def execute(cls, model, positive, negative, latent, steps, scheduler, cfg, denoise, sigmas=None, **params):
         node = cls.DISPLAY_NAME
         validation.model(node, "model", model)
         # JSON NaN passes ComfyUI's min/max check: every FLOAT parameter of the method must be finite
         params = {k: validation.finite(node, k, v) if isinstance(v, float) else v for k, v in params.items()}
-        schedule = runtime.schedule(node, model, steps, scheduler, denoise, sigmas)
+        schedule = inversion_run.schedule(node, model, steps, scheduler, denoise, sigmas)
         n_steps = schedule.numel() - 1
         make_solver, settings, notes = cls.solver(model, n_steps, params)
-        calls_per_step = make_solver().expected_calls()
+        calls_per_step = cls.calls_per_step(make_solver)
         verify = cls.verification(params)
         if verify is not None:
             calls_per_step += 1      # the replay of the forward sampler (more if images need further passes)
             settings = dict(settings, **{k: (list(v) if isinstance(v, tuple) else v) for k, v in verify.items()})
-        settings = dict(settings, steps=n_steps, scheduler=scheduler if sigmas is None else "custom sigmas",
-                        denoise=float(denoise) if sigmas is None else None)
+        settings = dict(settings, **cls.schedule_settings(n_steps, scheduler, denoise, sigmas))
         out = cls.run(model, positive, negative, latent, cfg, schedule, make_solver, settings,
-                      n_steps * calls_per_step, notes, verify=verify)
+                      n_steps * calls_per_step, notes, verify=verify, **cls.step_arguments(params))
         return io.NodeOutput(out.latent, out.record, out.noise, out.sigmas,
-                             ui={"inversion": [runtime.summary(out.record)]})
+                             ui={"inversion": [inversion_run.summary(out.record)]})
 
     @classmethod
     def run(cls, model, positive, negative, latent, cfg, schedule, make_solver, settings, expected_calls, notes,
-            sampling_model=None, verify=None) -> runtime.InversionOutputs:
-        return runtime.run_inversion(cls.DISPLAY_NAME, model, positive, negative, latent, cfg, schedule,
-                                     make_solver, method=cls.METHOD, settings=settings,
+            sampling_model=None, verify=None, **step) -> inversion_run.InversionOutputs:
+        return inversion_run.run_inversion(cls.DISPLAY_NAME, model, positive, negative, latent, cfg, schedule,
+                                     make_solver, method=cls.method(settings), settings=settings,
                                      expected_calls=expected_calls, notes=notes, sampling_model=sampling_model,
-                                     verify=verify)
+                                     verify=verify, **step)
 
 
 class DDIMInvert(InvertNode):
@@ -371,7 +395,7 @@ class RNRIInvert(InvertNode):
         if settings["variant"] != "newton":
             return super().run(model, positive, negative, latent, cfg, schedule, make_solver, settings,
                                expected_calls, notes)
-        clone, wrapped = runtime.autograd_model(model)
+        clone, wrapped = autograd_clone.autograd_model(model)
         try:
             return super().run(model, positive, negative, latent, cfg, schedule, make_solver, settings,
                                expected_calls, notes + [f"newton: autograd through {wrapped} wrapped weights"],
@@ -379,7 +403,7 @@ class RNRIInvert(InvertNode):
         except GradientUnavailable as error:
             message = (f"RNRI Invert: the model cannot be differentiated here ({error}); fell back to the "
                        "'released' (Jacobian-free) variant")
-            runtime.log.warning(message)
+            inversion_run.log.warning(message)
             iterations, weight = settings["iterations"], settings["prior_weight"]
             settings = dict(settings, variant="released", requested_variant="newton")
             return super().run(model, positive, negative, latent, cfg, schedule,

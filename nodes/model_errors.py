@@ -13,11 +13,10 @@ import comfy.model_management
 
 from ..inversion_core.errors import InversionError, NonFiniteError
 from . import validation
+from .autograd_clone import is_autograd_failure
 
 
 def _passes_through(error: BaseException) -> bool:
-    from .runtime import is_autograd_failure  # local: runtime imports this module
-
     if isinstance(error, (validation.NodeInputError, comfy.model_management.InterruptProcessingException)):
         return True
     oom = getattr(comfy.model_management, "OOM_EXCEPTION", None)

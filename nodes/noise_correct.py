@@ -13,15 +13,18 @@ from comfy_api.latest import io
 from ..inversion_core.adaptive import AdaptiveInversion
 from ..inversion_core.edit_friendly import EditFriendly
 from ..inversion_core.renoise import ReNoise
-from . import runtime, validation
-from .invert_nodes import InversionNode
+from . import validation
+from .invert_nodes import InvertNode
 
 SAMPLERS = ("euler_ancestral", "lcm")
 CORRECTIONS = ("exact", "damped")
 SOLVERS = ("exact", "renoise", "edit_friendly")
 
 
-class NoiseCorrect(InversionNode):
+class NoiseCorrect(InvertNode):
+    """Runs through :meth:`InvertNode.execute` like the method nodes; its hooks build the solver, count the
+    noise-corrected calls and hand the run the stochastic step (sampler_name, eta, s_noise, seed, correction)."""
+
     NODE_ID = "ExactInvNoiseCorrect"
     DISPLAY_NAME = "Noise Correct"
     ADVANCED_INPUTS = ("s_noise", "correction", "solver", "iterations")
@@ -60,20 +63,17 @@ class NoiseCorrect(InversionNode):
         ]
 
     @classmethod
-    def execute(cls, model, positive, negative, latent, steps, scheduler, cfg, denoise, sampler_name, eta, s_noise,
-                noise_seed, correction, solver, iterations, sigmas=None):
+    def solver(cls, model, steps, params):
         node = cls.DISPLAY_NAME
-        validation.model(node, "model", model)
-        validation.choice(node, "sampler_name", sampler_name, SAMPLERS)
-        eta, s_noise = validation.finite(node, "eta", eta), validation.finite(node, "s_noise", s_noise)
-        validation.choice(node, "correction", correction, CORRECTIONS)
-        validation.choice(node, "solver", solver, SOLVERS)
-        schedule = runtime.schedule(node, model, steps, scheduler, denoise, sigmas)
-        n_steps = schedule.numel() - 1
-        iterations = int(iterations)
+        validation.choice(node, "sampler_name", params["sampler_name"], SAMPLERS)
+        eta = validation.finite(node, "eta", params["eta"])
+        s_noise = validation.finite(node, "s_noise", params["s_noise"])
+        correction = validation.choice(node, "correction", params["correction"], CORRECTIONS)
+        solver = validation.choice(node, "solver", params["solver"], SOLVERS)
+        noise_seed, iterations = int(params["noise_seed"]), int(params["iterations"])
         if solver == "edit_friendly":
             def make():
-                return EditFriendly(seed=int(noise_seed), exact_solver=AdaptiveInversion(max_calls=iterations + 1))
+                return EditFriendly(seed=noise_seed, exact_solver=AdaptiveInversion(max_calls=iterations + 1))
         elif solver == "exact":
             def make():
                 return AdaptiveInversion(max_calls=iterations + 1)
@@ -84,13 +84,24 @@ class NoiseCorrect(InversionNode):
 
             def make():
                 return ReNoise(iterations=iterations, window=window)
-        per_step = make().expected_calls(corrected=True)     # exact and damped both correct the noise
-        settings = {"sampler_name": sampler_name, "eta": float(eta), "s_noise": float(s_noise),
-                    "noise_seed": int(noise_seed), "correction": correction, "solver": solver,
-                    "iterations": iterations, "steps": n_steps, "scheduler": scheduler, "denoise": float(denoise)}
-        out = runtime.run_inversion(node, model, positive, negative, latent, cfg, schedule, make,
-                                    method=f"noise_correct/{solver}", settings=settings,
-                                    expected_calls=n_steps * per_step, step_kind=sampler_name, eta=eta,
-                                    s_noise=s_noise, noise_seed=noise_seed, correction=correction)
-        return io.NodeOutput(out.latent, out.record, out.noise, out.sigmas,
-                             ui={"inversion": [runtime.summary(out.record)]})
+        settings = {"sampler_name": params["sampler_name"], "eta": eta, "s_noise": s_noise, "noise_seed": noise_seed,
+                    "correction": correction, "solver": solver, "iterations": iterations}
+        return make, settings, []
+
+    @classmethod
+    def calls_per_step(cls, make_solver):
+        return make_solver().expected_calls(corrected=True)     # exact and damped both correct the noise
+
+    @classmethod
+    def schedule_settings(cls, steps, scheduler, denoise, sigmas):
+        # Noise Correct has always recorded the scheduler and denoise widgets, SIGMAS override or not
+        return {"steps": steps, "scheduler": scheduler, "denoise": float(denoise)}
+
+    @classmethod
+    def method(cls, settings):
+        return f"noise_correct/{settings['solver']}"
+
+    @classmethod
+    def step_arguments(cls, params):
+        return {"step_kind": params["sampler_name"], "eta": params["eta"], "s_noise": params["s_noise"],
+                "noise_seed": params["noise_seed"], "correction": params["correction"]}

@@ -23,7 +23,7 @@ from ..inversion_core.adaptive import AdaptiveInversion
 from ..inversion_core.ddim import DDIMInversion
 from ..inversion_core.easyinv import EasyInv
 from ..inversion_core.renoise import ReNoise
-from . import edit_sampling, runtime, validation
+from . import edit_sampling, handoff, inversion_run, validation
 from .invert_nodes import ExactInvert
 from .record import INVERSION
 from .schema import PackNode
@@ -91,7 +91,7 @@ class InvertedSampler(PackNode):
                 validation.fail(node, "edit_strength", f"must be between 0 and 1, got {strength}")
             mask = edit_sampling.noise_mask(node, "latent", latent)
             if mask is None and strength >= 1.0:
-                samples = runtime.sample_back(node, model, positive, negative, cfg, inversion, latent_image)
+                samples = handoff.sample_back(node, model, positive, negative, cfg, inversion, latent_image)
             else:
                 samples = edit_sampling.sample_edit(node, model, positive, negative, cfg, inversion, latent_image,
                                                     mask, strength)
@@ -106,14 +106,14 @@ class InvertedSampler(PackNode):
         validation.latent_for_model(node, "latent", samples, model)
         validation.conditioning(node, "positive", positive, model, samples.shape[0])
         validation.conditioning(node, "negative", negative, model, samples.shape[0])
-        schedule = runtime.schedule(node, model, 1, "simple", 1.0, sigmas)
-        guider = runtime.make_guider(model, positive, negative, cfg)
+        schedule = inversion_run.schedule(node, model, 1, "simple", 1.0, sigmas)
+        guider = handoff.make_guider(model, positive, negative, cfg)
         callback = latent_preview.prepare_callback(model, schedule.numel() - 1)
         out = guider.sample(torch.zeros(samples.shape, dtype=torch.float32), samples,
                             comfy.samplers.ksampler("euler"), schedule, callback=callback,
                             disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=0)
         result = {k: v for k, v in latent.items() if k != "noise_mask"}
-        result["samples"] = runtime.finite_output(node, out).to(comfy.model_management.intermediate_device())
+        result["samples"] = handoff.finite_output(node, out).to(comfy.model_management.intermediate_device())
         return io.NodeOutput(result)
 
 
@@ -162,7 +162,7 @@ class InversionSamplerNode(PackNode):
         # exact: the same end-to-end check as Exact Invert, inside the sampler node's own guider (its log line
         # reports the reconstruction; a SAMPLER has no ui output of its own)
         verify = ExactInvert.verification({}) if method == "exact" else None
-        return io.NodeOutput(runtime.InversionSampler(lambda: factory(tol, iters), node=node, verify=verify))
+        return io.NodeOutput(inversion_run.InversionSampler(lambda: factory(tol, iters), node=node, verify=verify))
 
 
 class ReplaySamplerNode(PackNode):
@@ -185,7 +185,7 @@ class ReplaySamplerNode(PackNode):
     def execute(cls, inversion):
         node = cls.DISPLAY_NAME
         validation.inversion(node, "inversion", inversion)
-        return io.NodeOutput(runtime.replay_sampler(inversion, node))
+        return io.NodeOutput(handoff.replay_sampler(inversion, node))
 
 
 SAMPLE_NODES = [InvertedSampler, InversionSamplerNode, ReplaySamplerNode]

@@ -172,7 +172,7 @@ def peak(outputs, node) -> float:
 
 
 def summary(outputs, node) -> dict:
-    """The ui digest an invert node reports (runtime.summary)."""
+    """The ui digest an invert node reports (inversion_run.summary)."""
     return outputs[node.id]["inversion"][0]
 
 

@@ -277,9 +277,9 @@ def test_solver_state_is_float32_under_a_bf16_network(executor, monkeypatch):
     """Spy on the core's ``invert`` inside the pack: every latent the solver hands the model and every value it
     gets back is float32, and so is every stored latent of the INVERSION, although the network runs in bf16 and
     the input LATENT is bf16."""
-    runtime = _pack_module("nodes.runtime")
+    inversion_run = _pack_module("nodes.inversion_run")
     seen = {"x": set(), "out": set(), "latents": set()}
-    original = runtime.invert
+    original = inversion_run.invert
 
     def spy(denoise, x0, *args, **kwargs):
         def watched(x, sigma):
@@ -291,7 +291,7 @@ def test_solver_state_is_float32_under_a_bf16_network(executor, monkeypatch):
         seen["latents"].update(t.dtype for t in result.latents)
         return result
 
-    monkeypatch.setattr(runtime, "invert", spy)
+    monkeypatch.setattr(inversion_run, "invert", spy)
     executor.put_tensor("latent_bf16.safetensors",
                         torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(4)).to(torch.bfloat16))
     g = ch.Graph()

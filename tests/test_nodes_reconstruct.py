@@ -1,6 +1,6 @@
 """Invert nodes in the real host: the stock samplers reproduce the inverted latent.
 
-Paths (the hand-offs of ``nodes/runtime.py``): A = the LATENT output into KSamplerAdvanced (add_noise disable,
+Paths (the hand-offs of ``nodes/handoff.py``): A = the LATENT output into KSamplerAdvanced (add_noise disable,
 start 0, end 10000) or SamplerCustom (add_noise off, the SIGMAS output, euler); B = the NOISE output into
 SamplerCustomAdvanced with a stock CFGGuider, euler, the SIGMAS output and the input latent; plus Inverted Sampler.
 

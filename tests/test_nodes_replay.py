@@ -14,7 +14,7 @@ solver, and inversion_core's own float64-coefficient replay reproduces to ~150 d
   mixture's basin-switching denoiser amplifies a perturbation of x_N up to ~1e6 by sigma 0.34 (measured in
   float64). Landing within float32 round-off of each latent is then not enough (7.2 dB on this machine, 34-38 dB
   on an earlier one): the float32 correction lands every element exactly where a float32 noise can
-  (inversion_core.steps) and the replay starts exactly at x_N (runtime.starting_at_inverted); 52.5 dB measured,
+  (inversion_core.steps) and the replay starts exactly at x_N (handoff.starting_at_inverted); 52.5 dB measured,
   the rest from the 1-9 % of elements per step no float32 noise lands exactly (required >= 40 dB, test below).
 * narrow SD1.5 UNet (6 steps): ~71 dB for both samplers (required >= 40 dB, as for Exact Invert on it).
 

@@ -16,12 +16,12 @@ from devkit import harness as ch  # noqa: E402
 STEPS = 4
 
 
-def _pack_runtime():
-    """The pack's ``nodes.runtime`` module as ComfyUI imported it. ComfyUI names a custom node package after its
+def _pack_autograd_clone():
+    """The pack's ``nodes.autograd_clone`` module as ComfyUI imported it. ComfyUI names a custom node package after its
     path (0.3.75: the full path of custom_nodes/<link>; other versions: custom_nodes.<link>)."""
-    suffix = f"{ch.PACK_LINK_NAME}.nodes.runtime"
+    suffix = f"{ch.PACK_LINK_NAME}.nodes.autograd_clone"
     found = [m for k, m in sys.modules.items() if k.endswith(suffix) and k[: -len(suffix)][-1:] in ("/", ".", "")]
-    assert len(found) == 1, f"the pack's runtime module is not imported once: {[k for k in sys.modules if suffix in k]}"
+    assert len(found) == 1, f"the pack's autograd_clone is not imported once: {[k for k in sys.modules if suffix in k]}"
     return found[0]
 
 
@@ -43,16 +43,16 @@ def _before_after_graph(g, rnri_params):
 
 
 def test_rnri_newton_runs_in_host_and_leaves_model_unchanged(executor, monkeypatch):
-    runtime = _pack_runtime()
+    autograd_clone = _pack_autograd_clone()
     seen = []
-    original = runtime.autograd_model
+    original = autograd_clone.autograd_model
 
     def spy(model):
         clone, wrapped = original(model)
         seen.append((model, clone, dict(model.weight_wrapper_patches), len(clone.weight_wrapper_patches)))
         return clone, wrapped
 
-    monkeypatch.setattr(runtime, "autograd_model", spy)
+    monkeypatch.setattr(autograd_clone, "autograd_model", spy)
     g = ch.Graph()
     inv, same, rec = _before_after_graph(g, {"iterations": 1})
     out = c.run(executor, g)
@@ -77,8 +77,8 @@ def test_rnri_newton_runs_in_host_and_leaves_model_unchanged(executor, monkeypat
 def test_rnri_falls_back_to_released_without_backward(executor, monkeypatch):
     """A MODEL whose weights autograd cannot use (here: the clone without the identity wrappers, i.e. ComfyUI's
     inference-mode weights) makes the newton variant fail; the node falls back to 'released' and says so."""
-    runtime = _pack_runtime()
-    monkeypatch.setattr(runtime, "autograd_model", lambda model: (model.clone(), 0))
+    autograd_clone = _pack_autograd_clone()
+    monkeypatch.setattr(autograd_clone, "autograd_model", lambda model: (model.clone(), 0))
     g = ch.Graph()
     inv, same, _ = _before_after_graph(g, {"iterations": 1})
     out = c.run(executor, g)

@@ -1,20 +1,16 @@
-"""ComfyUI glue shared by the nodes: schedules, the inversion sampler, NOISE, replay, progress, autograd clones.
+"""One inversion run through ComfyUI: the schedule, progress, the inversion SAMPLER, the guider run, its digests.
 
 Every inversion runs *through ComfyUI's own guider*: ``comfy.samplers.CFGGuider(model)`` with the node's conds and
-cfg, ``guider.sample(...)`` with :class:`InversionSampler` (a ``comfy.samplers.KSAMPLER`` subclass, the pattern of
-core's ``comfy_extras/nodes_train.py`` ``TrainSampler``). So model loading (``load_models_gpu``), conds, areas,
-masks, ControlNet, hooks, wrappers and ``process_latent_in/out`` all stay ComfyUI's; the sampler only calls
-``inversion_core.trajectory.invert`` with ``denoise = lambda x, sigma: model_wrap(x, sigma, **extra_args)``
-(the CFG-combined x0 prediction in the internal latent space).
+cfg (``handoff.make_guider``), ``guider.sample(...)`` with :class:`InversionSampler` (a ``comfy.samplers.KSAMPLER``
+subclass, the pattern of core's ``comfy_extras/nodes_train.py`` ``TrainSampler``). So model loading
+(``load_models_gpu``), conds, areas, masks, ControlNet, hooks, wrappers and ``process_latent_in/out`` all stay
+ComfyUI's; the sampler only calls ``inversion_core.trajectory.invert`` with
+``denoise = lambda x, sigma: model_wrap(x, sigma, **extra_args)`` (the CFG-combined x0 prediction in the internal
+latent space).
 
-Hand-off to stock samplers (ComfyUI's ``KSAMPLER.sample`` in ``comfy/samplers.py`` starts from
-``model_sampling.noise_scaling(sigma_0, noise, latent, max_denoise)`` and returns
-``model_sampling.inverse_noise_scaling(sigma_last, x)``):
-
-* LATENT (path A): ``process_out(inverse_noise_scaling(sigma_N, x_N))`` -- what KSamplerAdvanced (add_noise
-  disable) / SamplerCustom (add_noise off) turn back into x_N. For flow models at sigma_N = 1 it cannot exist.
-* NOISE (path B, :class:`InversionNoise`): N with ``noise_scaling(sigma_N, N, L_in, max_denoise) = x_N``, for
-  SamplerCustomAdvanced; works for every parametrization including flow sigma = 1.
+:func:`run_inversion` makes the four node outputs (the LATENT and NOISE hand-offs are ``handoff``'s);
+:func:`summary`, :func:`describe_run` and :func:`verification_stats` digest a run for the ui output, the log and
+the INVERSION stats.
 """
 from __future__ import annotations
 
@@ -35,7 +31,8 @@ import latent_preview
 from ..inversion_core.monitor import Monitor
 from ..inversion_core.trajectory import invert
 from ..inversion_core.verified import invert_verified
-from . import host_features, model_errors, validation
+from . import model_errors, validation
+from .handoff import InversionNoise, exit_latent, make_guider
 from .record import InversionRecord, model_fingerprint
 
 log = logging.getLogger("exact_inversion")
@@ -118,74 +115,7 @@ def step_callback_monitor(callback, total_steps: int) -> Monitor:
     return Monitor(None, comfy.model_management.throw_exception_if_processing_interrupted, on_step)
 
 
-# --------------------------------------------------------------------------------------------------- entry/exit
-def exit_latent(model_sampling, sigma: float, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """(inverse_noise_scaling(sigma, x), ok): the internal-space value whose process_out is the LATENT (path A).
-    Not finite (flow at sigma = 1, where the start latent is multiplied by 1 - sigma = 0): zeros, ok False."""
-    sigma_t = torch.tensor(float(sigma), dtype=x.dtype, device=x.device)
-    out = model_sampling.inverse_noise_scaling(sigma_t, x)
-    if not torch.isfinite(out).all():
-        return torch.zeros_like(x), False
-    return out, True
-
-
-def noise_for_start(model_sampling, sigma: float, x_start: torch.Tensor, latent_in: torch.Tensor,
-                    max_denoise: bool) -> torch.Tensor:
-    """N with model_sampling.noise_scaling(sigma, N, latent_in, max_denoise) == x_start.
-
-    noise_scaling is affine in the noise with an elementwise coefficient for every ComfyUI parametrization (EPS/V:
-    N * sqrt(1 + s^2) or N * s, plus L; CONST: s N + (1 - s) L; newer versions may scale N further), so
-    N = (x - noise_scaling(s, 0, L)) / noise_scaling(s, 1, 0): no formula of ours, the model's own.
-    """
-    sigma_t = torch.tensor(float(sigma), dtype=torch.float32, device=x_start.device)
-    x_start = x_start.to(torch.float32)
-    latent_in = latent_in.to(device=x_start.device, dtype=torch.float32)
-    base = model_sampling.noise_scaling(sigma_t, torch.zeros_like(x_start), latent_in.clone(), max_denoise)
-    scale = model_sampling.noise_scaling(sigma_t, torch.ones_like(x_start), torch.zeros_like(x_start), max_denoise)
-    if not torch.is_tensor(scale) or (scale == 0).any():
-        raise validation.NodeInputError(
-            f"this model's sampling ({type(model_sampling).__name__}) ignores the starting noise, so an inverted "
-            "latent cannot be handed to it as NOISE (an image-to-image model?)")
-    return (x_start - base) / scale
-
-
-def is_max_denoise(model_sampling, sigma: float) -> bool:
-    """``comfy.samplers.Sampler.max_denoise`` for a given first sigma."""
-    max_sigma = float(model_sampling.sigma_max)
-    return math.isclose(max_sigma, float(sigma), rel_tol=1e-05) or float(sigma) > max_sigma
-
-
-class InversionNoise:
-    """NOISE socket object (``.seed``, ``generate_noise(latent) -> CPU tensor``) that makes SamplerCustomAdvanced
-    start exactly at the inverted latent x_N, for any LATENT of the inverted shape fed to it (usually the inverted
-    image's own latent, or an EmptyLatentImage)."""
-
-    def __init__(self, record: InversionRecord, model, node: str):
-        self.record = record
-        self.seed = int(record.noise_seed)
-        self.model_sampling = model.get_model_object("model_sampling")
-        self.process_latent_in = model.get_model_object("process_latent_in")
-        self.node = node
-
-    def generate_noise(self, input_latent) -> torch.Tensor:
-        samples = input_latent["samples"]
-        validation.not_nested(self.node, "latent_image (of SamplerCustomAdvanced, for the NOISE output)", samples)
-        record = self.record
-        if tuple(samples.shape) != record.shape:
-            raise validation.NodeInputError(
-                f"{self.node}: the NOISE output was fed a latent of shape {tuple(samples.shape)}, but the inversion "
-                f"has shape {record.shape}; give SamplerCustomAdvanced the latent that was inverted")
-        l_in = self.process_latent_in(samples) if torch.count_nonzero(samples) > 0 else samples
-        sigma = float(record.sigmas[0])
-        try:
-            noise = noise_for_start(self.model_sampling, sigma, record.inverted, l_in,
-                                    is_max_denoise(self.model_sampling, sigma))
-        except validation.NodeInputError as error:
-            raise validation.NodeInputError(f"{self.node}: {error}") from None
-        return noise.to(device="cpu", dtype=torch.float32)
-
-
-# --------------------------------------------------------------------------------------------------- samplers
+# ------------------------------------------------------------------------------------------ inversion sampler
 def describe_run(result) -> str:
     """One log line for an inversion run (a SAMPLER has no ui output): steps, batch, model calls, worst landing
     error over the steps and samples, fallbacks."""
@@ -294,70 +224,6 @@ class InversionSampler(comfy.samplers.KSAMPLER):
         return out
 
 
-class ReplayNoiseSampler:
-    """k-diffusion ``noise_sampler(sigma, sigma_next)`` returning the stored noise of the matching step."""
-
-    def __init__(self, record: InversionRecord, node: str = "Replay Sampler"):
-        self.record, self.node = record, node
-
-    def __call__(self, sigma, sigma_next):
-        record = self.record
-        device = sigma.device if isinstance(sigma, torch.Tensor) else record.inverted.device
-        if float(sigma) == float(sigma_next):     # a repeated sigma: zero-length step, its noise is scaled by 0
-            return torch.zeros(record.shape, dtype=torch.float32, device=device)
-        try:
-            i = record.noise_index(float(sigma), float(sigma_next))
-        except KeyError:
-            raise validation.NodeInputError(
-                f"{self.node}: the sampler asked for the noise of a step {float(sigma):.5g} -> {float(sigma_next):.5g} "
-                f"that is not a step of the inversion (sigmas {[round(float(s), 5) for s in record.sigmas]}); sample "
-                "with the inversion's own SIGMAS") from None
-        noise = record.noises[i]
-        if noise is None:   # a deterministic step (e.g. eta 0): ComfyUI still draws noise and multiplies it by 0
-            return torch.zeros(record.shape, dtype=torch.float32, device=device)
-        noise = noise.to(device=device, dtype=torch.float32)
-        # Newer ComfyUI multiplies the noise by model_sampling.noise_scale (sample_euler_ancestral_RF scales s_noise,
-        # sample_lcm renoises through noise_scaling); the stored noises are the unscaled ones: divide by whatever this
-        # host's sampler will apply (host_features measures it).
-        factor = host_features.replay_noise_factor(record.step_kind, record.noise_scale)
-        return noise / factor if factor != 1.0 else noise
-
-
-def starting_at_inverted(sampler: comfy.samplers.KSAMPLER, record: InversionRecord) -> comfy.samplers.KSAMPLER:
-    """``sampler`` with its start snapped onto x_N bit for bit.
-
-    KSAMPLER starts at ``noise_scaling(sigma_0, NOISE, latent)``, which lands within float32 round-off of x_N (the
-    NOISE is solved for it), not on it. A replay that must follow an ill-conditioned trajectory (the paper's
-    seeded-noise euler_ancestral inversion amplifies a perturbation of x_N up to ~1e6) needs the exact start, so a
-    start within 1e-5 (relative) of x_N over the inversion's own first sigma becomes x_N; any other start (another
-    NOISE, another schedule) is left alone.
-    """
-    def sampler_function(model, x, sigmas, *args, **kwargs):
-        x_n = record.inverted
-        if tuple(x.shape) == tuple(x_n.shape) and sigmas.numel() > 0 \
-                and float(sigmas[0]) == float(record.sigmas[0]):
-            x_n = x_n.to(device=x.device, dtype=x.dtype)
-            if bool(((x - x_n).abs() <= 1e-5 * (x_n.abs() + 1.0)).all()):
-                x = x_n.clone()
-        return sampler.sampler_function(model, x, sigmas, *args, **kwargs)
-
-    return comfy.samplers.KSAMPLER(sampler_function, sampler.extra_options, sampler.inpaint_options)
-
-
-def replay_sampler(record: InversionRecord, node: str = "Replay Sampler") -> comfy.samplers.KSAMPLER:
-    """ComfyUI's own k-diffusion sampler of the inversion's step kind, replaying its stored noises (stochastic
-    kinds start exactly at x_N, :func:`starting_at_inverted`)."""
-    if record.step_kind == "euler":
-        return comfy.samplers.ksampler("euler")
-    replay = ReplayNoiseSampler(record, node)
-    if record.step_kind == "euler_ancestral":
-        sampler = comfy.samplers.ksampler("euler_ancestral",
-                                          {"eta": record.eta, "s_noise": record.s_noise, "noise_sampler": replay})
-    else:
-        sampler = comfy.samplers.ksampler("lcm", {"noise_sampler": replay})
-    return starting_at_inverted(sampler, record)
-
-
 # --------------------------------------------------------------------------------------------------- running
 @dataclasses.dataclass
 class InversionOutputs:
@@ -378,13 +244,6 @@ def shared_conditioning(*conditionings) -> bool:
             if any(isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] != 1 for v in extras.values()):
                 return False
     return True
-
-
-def make_guider(model, positive, negative, cfg: float) -> comfy.samplers.CFGGuider:
-    guider = comfy.samplers.CFGGuider(model)
-    guider.set_conds(positive, negative)
-    guider.set_cfg(float(cfg))
-    return guider
 
 
 def run_inversion(node: str, model, positive, negative, latent: dict, cfg: float, sigmas: torch.Tensor,
@@ -479,69 +338,3 @@ def _reconstruction_digest(verified: Optional[dict]) -> Optional[dict]:
         return None
     return {k: verified[k] for k in ("summary", "mean_psnr", "worst_psnr", "under_30db", "target_psnr",
                                      "refinement_passes", "model_calls", "budget_exhausted", "psnr")}
-
-
-def sample_back(node: str, model, positive, negative, cfg: float, record: InversionRecord,
-                latent_image: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Sample an INVERSION back with ComfyUI's own sampler of its step kind, replaying its noises: the
-    SamplerCustomAdvanced path (NOISE that starts at x_N; latent_image default: the inverted latent itself)."""
-    if latent_image is None:
-        process_out = model.get_model_object("process_latent_out")
-        source = record.source
-        latent_image = process_out(source.clone()) if torch.count_nonzero(source) > 0 else source
-    latent_image = latent_image.to(torch.float32).cpu()
-    noise = InversionNoise(record, model, node).generate_noise({"samples": latent_image})
-    guider = make_guider(model, positive, negative, cfg)
-    callback = latent_preview.prepare_callback(model, record.steps)
-    out = guider.sample(noise, latent_image, replay_sampler(record, node), record.sigmas.to(torch.float32),
-                        denoise_mask=None, callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
-                        seed=int(record.noise_seed))
-    return finite_output(node, out).to(comfy.model_management.intermediate_device())
-
-
-def finite_output(node: str, samples: torch.Tensor) -> torch.Tensor:
-    """Never hand a NaN latent downstream (VAE Decode would make a black image of it)."""
-    if not torch.isfinite(samples).all():
-        raise validation.NodeInputError(
-            f"{node}: sampling produced NaN/inf (the model returned non-finite values). Try fp32 weights, a lower cfg, "
-            "or check the model and conditioning")
-    return samples
-
-
-# --------------------------------------------------------------------------------------------------- autograd
-def _private_weight(weight: torch.Tensor) -> torch.Tensor:
-    """Weight wrapper: a fresh (non-inference, autograd-savable) copy per forward."""
-    return weight.clone()
-
-
-def autograd_model(model):
-    """(clone, n_wrapped): a MODEL clone whose comfy.ops weights and biases go through :func:`_private_weight`.
-
-    Inside ComfyUI's ``torch.inference_mode()`` the loaded weights are inference tensors that autograd cannot save
-    for backward; the wrappers make every layer use a private copy, made per forward where ``comfy.ops`` casts the
-    layer's weight.
-    Weight wrappers live on the clone only (``ModelPatcher.clone`` copies the patch dicts), so the caller's MODEL is
-    untouched. Newer ComfyUI: a dynamic-VRAM patcher is first swapped for its non-dynamic delegate.
-    """
-    base = model
-    if getattr(base, "is_dynamic", None) is not None and base.is_dynamic():
-        base = base.get_non_dynamic_delegate()
-    clone = base.clone()
-    wrapped = 0
-    for name, module in clone.model.named_modules():
-        if not hasattr(module, "comfy_cast_weights"):
-            continue
-        for kind in ("weight", "bias"):
-            if getattr(module, kind, None) is not None:
-                clone.add_weight_wrapper(f"{name}.{kind}", _private_weight)
-                wrapped += 1
-    return clone, wrapped
-
-
-def is_autograd_failure(error: BaseException) -> bool:
-    """Errors that mean "backward is unavailable here" (inference tensors, kernels without backward): RNRI falls
-    back on them, so ``model_errors`` lets them through untranslated."""
-    text = str(error).lower()
-    keys = ("inference tensor", "does not require grad", "does not have a grad_fn", "derivative for",
-            "not implemented for", "backward", "autograd")
-    return isinstance(error, (RuntimeError, NotImplementedError)) and any(k in text for k in keys)
