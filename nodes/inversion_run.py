@@ -159,10 +159,11 @@ class InversionSampler(comfy.samplers.KSAMPLER):
 
     def __init__(self, make_solver: Callable, step_kind: str = "euler", eta: float = 1.0, s_noise: float = 1.0,
                  noise_seed: int = 0, correction: str = "exact", progress: Optional[HostProgress] = None,
-                 node: str = "Inversion Sampler", verify: Optional[dict] = None):
+                 node: str = "Inversion Sampler", verify: Optional[dict] = None, independent: bool = False):
         super().__init__(self._sampler_function)
         self.make_solver = make_solver
         self.verify = verify     # keyword arguments of ``invert_verified`` (end-to-end check), or None
+        self.independent = bool(independent)   # the conditioning lets any sub-batch be evaluated on its own
         self.step_kind, self.eta, self.s_noise = step_kind, float(eta), float(s_noise)
         self.noise_seed, self.correction = int(noise_seed), correction
         self.progress, self.node = progress, node
@@ -189,7 +190,8 @@ class InversionSampler(comfy.samplers.KSAMPLER):
                 raise
 
         options = dict(step_kind=self.step_kind, parametrization=param, eta=self.eta, s_noise=self.s_noise,
-                       noise_seed=self.noise_seed, correction=self.correction, monitor=monitor)
+                       noise_seed=self.noise_seed, correction=self.correction, independent=self.independent,
+                       monitor=monitor)
         with validation.core_errors(self.node):
             if self.verify is None:
                 self.result = invert(denoise, x0, order, self.make_solver(), **options)
@@ -235,7 +237,7 @@ class InversionOutputs:
 
 def shared_conditioning(*conditionings) -> bool:
     """True if every conditioning tensor has batch 1 and no ControlNet is attached: then ComfyUI repeats it to any
-    batch, so a sub-batch of the latents can be evaluated on its own (``invert_verified``'s ``independent``)."""
+    batch, so a sub-batch of the latents can be evaluated on its own (the core's ``independent``)."""
     for conditioning in conditionings:
         for entry in conditioning or []:
             tensor, extras = entry[0], entry[1] if len(entry) > 1 else {}
@@ -266,10 +268,8 @@ def run_inversion(node: str, model, positive, negative, latent: dict, cfg: float
     run_model = sampling_model if sampling_model is not None else model
     guider = make_guider(run_model, positive, negative, cfg)
     progress = HostProgress(model, expected_calls)
-    if verify is not None:
-        verify = dict(verify, independent=shared_conditioning(positive, negative))
     sampler = InversionSampler(make_solver, step_kind, eta, s_noise, noise_seed, correction, progress, node,
-                               verify=verify)
+                               verify=verify, independent=shared_conditioning(positive, negative))
     noise = torch.zeros(samples.shape, dtype=torch.float32, device="cpu")
     out = guider.sample(noise, samples, sampler, sigmas, denoise_mask=None, callback=None,
                         disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=int(noise_seed))

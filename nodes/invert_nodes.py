@@ -212,7 +212,8 @@ class ExactInvert(InvertNode):
                            "within this fraction of how far the step moves it (RMS). The sampler can amplify these "
                            "landing errors on some images; target_psnr controls what you get back."),
             io.Int.Input("max_calls", default=30, min=1, max=1000,
-                         tooltip="Model-call budget per step (including the verification call)."),
+                         tooltip="Model-call budget per step (including the verification call); the final "
+                         "step, to sigma 0, gets twice this: it converges slowest and its error is not damped."),
             io.Int.Input("memory", default=3, min=0, max=20,
                          tooltip="Anderson memory (0 = plain fixed-point iteration)."),
             io.Boolean.Input("fallback", default=True,

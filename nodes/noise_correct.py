@@ -21,6 +21,12 @@ CORRECTIONS = ("exact", "damped")
 SOLVERS = ("exact", "renoise", "edit_friendly")
 
 
+def exact_steps(iterations: int) -> AdaptiveInversion:
+    """The adaptive exact solver held to ``iterations + 1`` model calls on every step, the final one included (the
+    node's ``iterations`` is a per-step budget)."""
+    return AdaptiveInversion(max_calls=iterations + 1, final_max_calls=iterations + 1)
+
+
 class NoiseCorrect(InvertNode):
     """Runs through :meth:`InvertNode.execute` like the method nodes; its hooks build the solver, count the
     noise-corrected calls and hand the run the stochastic step (sampler_name, eta, s_noise, seed, correction)."""
@@ -73,10 +79,10 @@ class NoiseCorrect(InvertNode):
         noise_seed, iterations = int(params["noise_seed"]), int(params["iterations"])
         if solver == "edit_friendly":
             def make():
-                return EditFriendly(seed=noise_seed, exact_solver=AdaptiveInversion(max_calls=iterations + 1))
+                return EditFriendly(seed=noise_seed, exact_solver=exact_steps(iterations))
         elif solver == "exact":
             def make():
-                return AdaptiveInversion(max_calls=iterations + 1)
+                return exact_steps(iterations)
         else:
             if iterations < 1:
                 validation.fail(node, "iterations", "must be at least 1 for the renoise solver")
