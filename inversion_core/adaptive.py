@@ -22,8 +22,9 @@ solves ``problem``'s eq. (1), x = G(x) = anchor + delta * d(x, sigma_hi), with
   evaluation is DDIM inversion's G(x_lo).
 * **Per-sample stopping**: a sample stops once its true landing error ``problem.relative_error`` (the RMS error with
   which the forward step from x lands on x_lo, relative to x_lo) is <= ``tolerance`` times the step's own relative
-  displacement ||G(x) - x_lo|| / ||x_lo|| (capped at 1); it is then frozen (``keep_where``) while the batch keeps
-  being evaluated for the others, at most ``max_calls`` model calls per step. Landing errors add up along the
+  displacement ||G(x) - x_lo|| / ||x_lo|| (capped at 1); it is then frozen (``keep_where``) while the others go
+  on, at most ``max_calls`` model calls per step; when the images are independent (``StepProblem.independent``)
+  a frozen sample also leaves the batch the model evaluates. Landing errors add up along the
   trajectory (the reconstruction error is about their sum, each carried forward by the sampler), so a bound relative
   to the step's displacement keeps the total at about ``tolerance`` times the trajectory's path length whatever the
   number of steps N, whereas a bound relative to x_lo alone lets it grow with N (measured on the Gaussian mixture,
