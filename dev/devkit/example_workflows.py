@@ -411,8 +411,8 @@ def sd15_invert_edit() -> Flow:
     inv = f.node("ExactInvExactInvert", note=(
         "**Invert at cfg 1** with the prompt that describes the image. Measured: inverting at the edit's cfg "
         "instead put the edits about 10 dB further from the ideal edit at cfg 3 (15 dB at cfg 7.5). For guided "
-        "edits (cfg > 1) with 10 or more steps, Noise Correct (edit-friendly) was 1-4 dB closer with half the "
-        "model calls; at cfg 1 or 4 steps Exact Invert was closer."),
+        "edits (cfg > 1) with 10 or more steps, Noise Correct (edit-friendly) was 1-4 dB closer with a third to "
+        "half the model calls; at cfg 1 or 4 steps Exact Invert was closer."),
         **invert_inputs(s.ckpt, s.pos, s.neg, s.latent, steps=25, scheduler="normal"),
         **EXACT_INVERT_DEFAULTS)
     recon, edited = inverted_samplers(f, s, inv[1], edit_negative=s.neg, edit_cfg=3.0, edit_note=(
