@@ -129,6 +129,8 @@ class AdaptiveInversion(StepSolver):
         fallback="renoise",
         fallback_tolerance: Optional[float] = None,
         fallback_gain: float = 2.0,
+        stall_window: int = 0,
+        stall_ratio: float = 0.95,
     ):
         if max_calls < 1:
             raise ValueError("max_calls must be >= 1")
@@ -154,6 +156,8 @@ class AdaptiveInversion(StepSolver):
         self.fallback_tolerance = max(10 * self.tolerance, 1e-2) if fallback_tolerance is None \
             else float(fallback_tolerance)
         self.fallback_gain = float(fallback_gain)
+        self.stall_window = int(stall_window)
+        self.stall_ratio = float(stall_ratio)
         self._previous = None     # (inversion_step, shape, derivative at the previous answer)
 
     def reset(self) -> None:
@@ -197,6 +201,7 @@ class AdaptiveInversion(StepSolver):
         calls = 0
         budget = self.final_max_calls if problem.sigma_lo == 0 else self.max_calls
         ev = None
+        best_history = []
         while True:
             problem.monitor.check()
             ev = problem.evaluate_active(x, active, ev)   # frozen samples keep their evaluation (same x)
@@ -209,6 +214,10 @@ class AdaptiveInversion(StepSolver):
             best = ev if best is None else merge_evaluations(improved, ev, best)
             best_err = torch.where(improved, err, best_err)
             active = active & (err > self._threshold(problem, ev))
+            if self.stall_window > 0 and problem.sigma_lo > 0:
+                best_history.append(best_err)
+                if len(best_history) > self.stall_window:
+                    active = active & (best_err <= self.stall_ratio * best_history[-1 - self.stall_window])
             if not bool(active.any()) or calls >= budget:
                 break
 
