@@ -30,6 +30,11 @@ solves ``problem``'s eq. (1), x = G(x) = anchor + delta * d(x, sigma_hi), with
   number of steps N, whereas a bound relative to x_lo alone lets it grow with N (measured on the Gaussian mixture,
   ve, tolerance 1e-3: 103 dB at N=4 but 61 dB at N=50, where warm-started steps stop after one call).
   ``step_relative=False`` restores that per-step bound. Easy steps stop after 2-4 calls, hard ones use the budget.
+* **Stall stop on the intermediate steps**: a sample whose best landing error has not fallen below
+  ``stall_ratio`` times its value ``stall_window`` calls earlier stops too. Where (1) has no solution near the data
+  (close modes, thin directions) Anderson's error plateaus, and the calls after it change neither the landing nor
+  what the end-to-end check keeps. The final step is exempt: there Anderson's error can sit flat for 16-24 calls
+  and then fall 2-5x (measured per image on the learned models), and that step's error reaches the user undamped.
 * **The final step** (the forward step that lands on sigma_lo = 0, x_0 = D(x_1, sigma_1) for Euler) gets its own,
   larger budget ``final_max_calls``. There G(x) = x + x_0 - D(x, sigma_1), so G' = I - dD/dx with dD/dx =
   Cov[x_0 | x] / sigma_1^2 (Tweedie's second-order identity): in every direction in which the data are thinner
@@ -110,6 +115,8 @@ class AdaptiveInversion(StepSolver):
         fallback_gain: ... and only if the accelerated answer is not at least this many times better than the
             first plain fixed-point iterate G(x^0) (a step that is merely hard, where the acceleration still
             gained, is not redone); ``float("inf")`` redoes every sample above ``fallback_tolerance``.
+        stall_window, stall_ratio: on every step but the final one, stop a sample whose best error is above
+            ``stall_ratio`` times its best ``stall_window`` calls earlier (0: never).
     """
 
     name = "adaptive"
@@ -129,7 +136,7 @@ class AdaptiveInversion(StepSolver):
         fallback="renoise",
         fallback_tolerance: Optional[float] = None,
         fallback_gain: float = 2.0,
-        stall_window: int = 0,
+        stall_window: int = 8,
         stall_ratio: float = 0.95,
     ):
         if max_calls < 1:
@@ -214,10 +221,10 @@ class AdaptiveInversion(StepSolver):
             best = ev if best is None else merge_evaluations(improved, ev, best)
             best_err = torch.where(improved, err, best_err)
             active = active & (err > self._threshold(problem, ev))
-            if self.stall_window > 0 and problem.sigma_lo > 0:
+            if self.stall_window > 0 and problem.sigma_lo > 0:      # stall stop (not on the final step)
                 best_history.append(best_err)
                 if len(best_history) > self.stall_window:
-                    active = active & (best_err <= self.stall_ratio * best_history[-1 - self.stall_window])
+                    active = active & (best_err <= self.stall_ratio * best_history.pop(0))
             if not bool(active.any()) or calls >= budget:
                 break
 
