@@ -199,8 +199,9 @@ class ExactInvert(InvertNode):
     DESCRIPTION = ("The recommended 'give me my image back' node. Solves every inverse sampler step to a tolerance "
                    "(Anderson-accelerated fixed point), then checks the result end to end: it samples the inverted "
                    "latent back with euler over the same schedule, cfg and conditioning and measures every image's "
-                   "reconstruction PSNR. Images below target_psnr get DDIM and ReNoise candidates and "
-                   "defect-correction passes; each image keeps its best verified answer. The node's output and "
+                   "reconstruction PSNR. Images below target_psnr get defect-correction passes, and DDIM and "
+                   "ReNoise candidates where a step before the last was left unsolved; each image keeps its best "
+                   "verified answer. The node's output and "
                    "log report the measured reconstruction (mean, worst image, images under 30 dB). ReNoise "
                    "Invert keeps the paper's fixed-iteration behaviour instead.")
 
@@ -228,8 +229,10 @@ class ExactInvert(InvertNode):
                          tooltip="Defect-correction passes for images still below target_psnr (each costs about "
                          "one inversion plus one sampling pass)."),
             io.Boolean.Input("candidates", default=VERIFY_DEFAULTS["candidates"], optional=True,
-                             tooltip="For images below target_psnr, also try DDIM and ReNoise inversion and keep, "
-                             "per image, whichever samples back best (so no image is worse than those)."),
+                             tooltip="For images below target_psnr on which a step before the last was left unsolved, "
+                             "also try DDIM and ReNoise inversion and keep, per image, whichever samples back best "
+                             "(so no such image is worse than those; where every earlier step was solved they "
+                             "could only differ in the last step, where they spend fewer calls)."),
         ]
 
     @classmethod
