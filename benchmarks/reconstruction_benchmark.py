@@ -136,7 +136,8 @@ def main(argv=None):
                 started = time.perf_counter()
                 ddim, ddim_calls = plain(denoise, x0, sigmas, param, DDIMInversion())
                 renoise, renoise_calls = plain(denoise, x0, sigmas, param, ReNoise(regularizer=None))
-                today, today_calls = plain(denoise, x0, sigmas, param, AdaptiveInversion(final_max_calls=30, stall_window=0))
+                today, today_calls = plain(denoise, x0, sigmas, param,
+                                           AdaptiveInversion(final_max_calls=30, stall_window=0))
                 exact, calls, evaluations, v, x1 = verified(denoise, x0, sigmas, param, args.target_psnr)
                 cheap = torch.maximum(ddim, renoise)
                 worse = exact < cheap - 0.5

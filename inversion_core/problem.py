@@ -24,7 +24,7 @@ import torch
 
 from .errors import NonFiniteError
 from .monitor import SILENT, Monitor
-from .spaces import derivative, per_sample
+from .spaces import derivative, per_sample, scatter_rows
 
 DenoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -111,14 +111,9 @@ class StepProblem:
         denoised = self.denoiser(part, self.sigma_hi)
         d = derivative(part, denoised, self.sigma_hi)
         image = self.anchor[index] + self.delta * d
-
-        def scatter(new, old):
-            out = old.clone()
-            out[index] = new.to(out.dtype)
-            return out
-
-        return Evaluation(scatter(part, previous.x), scatter(denoised, previous.denoised), scatter(d, previous.d),
-                          scatter(image, previous.image), scatter(image - part, previous.residual))
+        return Evaluation(*(scatter_rows(index, new, old) for new, old in (
+            (part, previous.x), (denoised, previous.denoised), (d, previous.d), (image, previous.image),
+            (image - part, previous.residual))))
 
     def image_of(self, d: torch.Tensor) -> torch.Tensor:
         """G for a given derivative: the x_hi that a derivative d implies through (1)."""

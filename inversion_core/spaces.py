@@ -34,6 +34,16 @@ def per_sample(value, like: torch.Tensor) -> torch.Tensor:
     return value.reshape(value.shape[:1] + (1,) * (like.ndim - 1))
 
 
+def scatter_rows(index: torch.Tensor, part, whole):
+    """``whole`` [B, ...] with the samples at ``index`` replaced by ``part`` [len(index), ...] (a copy). None stays
+    None on either side (a deterministic step's noise): the other one is returned."""
+    if part is None or whole is None:
+        return whole if part is None else part
+    out = whole.clone()
+    out[index] = part.to(out.dtype)
+    return out
+
+
 def signal_noise(sigma, parametrization: str):
     """(a, b) with x = a * x0 + b * eps at noise level sigma."""
     if check_parametrization(parametrization) == "ve":

@@ -60,7 +60,7 @@ from .metrics import psnr
 from .monitor import SILENT, Monitor
 from .problem import DenoiseFn, StepSolver
 from .renoise import ReNoise
-from .spaces import per_sample
+from .spaces import per_sample, scatter_rows
 from .trajectory import Inversion, invert, sample
 
 CHEAP_CANDIDATES: Dict[str, Callable[[], StepSolver]] = {
@@ -147,15 +147,6 @@ class _Best:
         return better
 
 
-def _scatter(index: torch.Tensor, part, whole):
-    """``whole`` with the images at ``index`` replaced by ``part`` (None stays None: a deterministic step's noise)."""
-    if part is None or whole is None:
-        return whole if part is None else part
-    out = whole.clone()
-    out[index] = part.to(out.dtype)
-    return out
-
-
 def unsolved_intermediate_step(inversion: Inversion, gate: float, batch: int) -> torch.Tensor:
     """[B] bool: images with a step that does not land on sigma 0 whose landing error is above ``gate`` or unknown."""
     unsolved = torch.zeros(batch, dtype=torch.bool)
@@ -228,12 +219,14 @@ def invert_verified(
         scores = torch.nan_to_num(scores, nan=float("-inf"), posinf=float("inf"))
         if index is None:
             return inversion, trajectory, scores
-        full = Inversion(inversion.sigmas, [_scatter(index, a, b) for a, b in zip(inversion.latents,
-                                                                                  best.inversion.latents, strict=True)],
-                         [_scatter(index, a, b) for a, b in zip(inversion.noises, best.inversion.noises, strict=True)],
-                         inversion.stats, inversion.step_kind, inversion.parametrization, inversion.method)
-        full_trajectory = [_scatter(index, a, b) for a, b in zip(trajectory, best.trajectory, strict=True)]
-        return full, full_trajectory, _scatter(index, scores, best.psnr)
+        def whole(parts, wholes):
+            return [scatter_rows(index, a, b) for a, b in zip(parts, wholes, strict=True)]
+
+        full = Inversion(inversion.sigmas, whole(inversion.latents, best.inversion.latents),
+                         whole(inversion.noises, best.inversion.noises), inversion.stats, inversion.step_kind,
+                         inversion.parametrization, inversion.method)
+        full_trajectory = whole(trajectory, best.trajectory)
+        return full, full_trajectory, scatter_rows(index, scores, best.psnr)
 
     def log_pass(kind, mask, scores, kept, before_calls, before_evaluations):
         passes.append({"kind": kind, "model_calls": calls - before_calls,
