@@ -138,6 +138,7 @@ class AdaptiveInversion(StepSolver):
         fallback_gain: float = 2.0,
         stall_window: int = 8,
         stall_ratio: float = 0.95,
+        final_relaxation: float = 1.0,
     ):
         if max_calls < 1:
             raise ValueError("max_calls must be >= 1")
@@ -163,6 +164,9 @@ class AdaptiveInversion(StepSolver):
         self.fallback_tolerance = max(10 * self.tolerance, 1e-2) if fallback_tolerance is None \
             else float(fallback_tolerance)
         self.fallback_gain = float(fallback_gain)
+        if not 0.0 < final_relaxation < 2.0:
+            raise ValueError("final_relaxation must be in (0, 2)")
+        self.final_relaxation = float(final_relaxation)
         self.stall_window = int(stall_window)
         self.stall_ratio = float(stall_ratio)
         self._previous = None     # (inversion_step, shape, derivative at the previous answer)
@@ -237,7 +241,7 @@ class AdaptiveInversion(StepSolver):
                     valid = valid[:, 1:]
             previous = (xf, f, g)
 
-            beta = self.damping
+            beta = self.final_relaxation if problem.sigma_lo == 0 else self.damping
             step = xf + beta * f
             if history:
                 d_x = torch.stack([h[0] for h in history], dim=2)
