@@ -37,6 +37,13 @@ def psnr(reference: torch.Tensor, estimate: torch.Tensor, data_range=None) -> to
     return 10.0 * torch.log10(data_range ** 2 / mse(reference, estimate))
 
 
+def psnr_of_rms(reference: torch.Tensor, rms_error: torch.Tensor) -> torch.Tensor:
+    """``psnr``'s figure for an error of known per-sample RMS [B] (same data-range convention)."""
+    flat = reference.to(torch.promote_types(reference.dtype, torch.float32)).flatten(1)
+    data_range = flat.max(dim=1).values - flat.min(dim=1).values
+    return 20.0 * torch.log10(data_range / rms_error.to(data_range.dtype))
+
+
 def implied_noise(latent: torch.Tensor, sigma, parametrization: str,
                   x0: Optional[torch.Tensor] = None) -> torch.Tensor:
     """(x - a x0) / b with x0 given, else the proxy x / sqrt(a^2 + b^2) (module docstring)."""
