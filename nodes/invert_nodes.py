@@ -200,8 +200,8 @@ class ExactInvert(InvertNode):
                    "(Anderson-accelerated fixed point), then checks the result end to end: it samples the inverted "
                    "latent back with euler over the same schedule, cfg and conditioning and measures every image's "
                    "reconstruction PSNR. Images below target_psnr get defect-correction passes, and DDIM and "
-                   "ReNoise candidates where a step before the last was left unsolved; each image keeps its best "
-                   "verified answer. The node's output and "
+                   "ReNoise candidates unless the last step alone explains the shortfall; each image keeps its "
+                   "best verified answer. The node's output and "
                    "log report the measured reconstruction (mean, worst image, images under 30 dB). ReNoise "
                    "Invert keeps the paper's fixed-iteration behaviour instead.")
 
@@ -229,10 +229,10 @@ class ExactInvert(InvertNode):
                          tooltip="Defect-correction passes for images still below target_psnr (each costs about "
                          "one inversion plus one sampling pass)."),
             io.Boolean.Input("candidates", default=VERIFY_DEFAULTS["candidates"], optional=True,
-                             tooltip="For images below target_psnr on which a step before the last was left unsolved, "
-                             "also try DDIM and ReNoise inversion and keep, per image, whichever samples back best "
-                             "(so no such image is worse than those; where every earlier step was solved they "
-                             "could only differ in the last step, where they spend fewer calls)."),
+                             tooltip="For images below target_psnr, also try DDIM and ReNoise inversion and keep, per "
+                             "image, whichever samples back best (so no such image is worse than those). Skipped "
+                             "where the last step's own landing error explains the shortfall: that step is the "
+                             "same equation for every method, and they give it fewer calls."),
         ]
 
     @classmethod
