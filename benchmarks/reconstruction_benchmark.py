@@ -16,7 +16,7 @@ Each in "ve" (SD1.5 discrete sigmas, "simple" scheduler) and "flow" (shift 3, "s
 * ``DDIM``: DDIM inversion (target convention);
 * ``ReNoise``: ReNoise K=9, averaging (8, 10), no regulariser;
 * ``adaptive, per-step only``: the adaptive solver as it was before the end-to-end check (tolerance 1e-3, a
-  30-call budget on every step, the final one included, no stall stop) -- the cost baseline;
+  30-call budget on every step, the final one included, no stall stop, no over-relaxation) -- the cost baseline;
 * ``Exact Invert``: ``verified.invert_verified`` with the node's defaults (tolerance 1e-4, target 40 dB, DDIM and
   ReNoise candidates, 2 refinement passes, sub-batches).
 
@@ -137,7 +137,7 @@ def main(argv=None):
                 ddim, ddim_calls = plain(denoise, x0, sigmas, param, DDIMInversion())
                 renoise, renoise_calls = plain(denoise, x0, sigmas, param, ReNoise(regularizer=None))
                 today, today_calls = plain(denoise, x0, sigmas, param,
-                                           AdaptiveInversion(final_max_calls=30, stall_window=0))
+                                           AdaptiveInversion(final_max_calls=30, stall_window=0, final_relaxation=1.0))
                 exact, calls, evaluations, v, x1 = verified(denoise, x0, sigmas, param, args.target_psnr)
                 cheap = torch.maximum(ddim, renoise)
                 worse = exact < cheap - 0.5
