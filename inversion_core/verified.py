@@ -189,8 +189,8 @@ def invert_verified(
     and its latents replaced by the replayed forward trajectory (latents[-1] is ``x0``).
 
     ``final_step_margin``: candidates skip an image whose reconstruction is within this many dB of its final step's
-    own landing error (module docstring). ``linear_psnr``: images below it
-    start defect correction with omega = 1/2 (module docstring).
+    own landing error. ``linear_psnr``: images below it start defect correction with omega = 1/2 (module
+    docstring, both).
 
     ``independent``: ``denoise`` treats every image of a batch on its own (any sub-batch may be evaluated, e.g.
     conditioning of batch 1), so each step's solver evaluates only the images it has not converged yet and the
