@@ -83,6 +83,8 @@ class Verification:
     model_calls: int = 0            # all model calls (batched), inversion passes and replays included
     image_evaluations: int = 0      # model evaluations of single images (= model_calls x batch without sub-batches)
     budget_exhausted: bool = False  # images are still below the target after the last allowed pass
+    last_step_limited: list = field(default_factory=list)   # per image: below the target, and the sampler's last
+                                    # step's own landing error explains the shortfall (more steps help, not passes)
 
     @property
     def mean(self) -> float:
@@ -108,6 +110,9 @@ class Verification:
             line += f" ({self.image_evaluations / self.passes[0]['images']:.0f} per image)"
         if self.budget_exhausted:
             line += f"; budget used up with {sum(1 for p in self.psnr if p < self.target_psnr)} image(s) below target"
+        if any(self.last_step_limited):
+            line += (f", {sum(self.last_step_limited)} limited by the sampler's last step (its own landing error "
+                     "is the whole shortfall: more steps help, more passes do not)")
         return line
 
 
@@ -251,7 +256,8 @@ def invert_verified(
 
     # every candidate runs on every such image the primary left below the target: a cheap one that just passes it
     # must not keep a better one from being tried
-    need = below() & ~explained_by_final_step(first, x0, best.psnr, final_step_margin)
+    explained = explained_by_final_step(first, x0, best.psnr, final_step_margin)
+    need = below() & ~explained
     for name in candidates:
         if not bool(need.any()):
             break
@@ -283,7 +289,8 @@ def invert_verified(
     latents[-1] = x0
     verification = Verification(psnr=best.psnr.tolist(), chosen=list(best.kinds), target_psnr=float(target_psnr),
                                 passes=passes, model_calls=calls, image_evaluations=evaluations,
-                                budget_exhausted=bool(below().any()))
+                                budget_exhausted=bool(below().any()),
+                                last_step_limited=(below() & explained).tolist())
     result = best.inversion
     return Inversion(result.sigmas, latents, result.noises, first.stats, result.step_kind, result.parametrization,
                      first.method, calls, verification, evaluations)

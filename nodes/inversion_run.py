@@ -142,7 +142,8 @@ def verification_stats(verification) -> Optional[dict]:
                    for p in verification.passes],
         "refinement_passes": verification.refinement_passes, "model_calls": verification.model_calls,
         "image_evaluations": verification.image_evaluations,
-        "budget_exhausted": verification.budget_exhausted, "summary": verification.describe(),
+        "budget_exhausted": verification.budget_exhausted,
+        "last_step_limited": int(sum(verification.last_step_limited)), "summary": verification.describe(),
     }
 
 
