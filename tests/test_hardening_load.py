@@ -6,12 +6,14 @@ entry (the ui dicts, a few KB) per prompt. What must not grow is anything per pr
 latents, solver state, autograd graphs.
 
 Statistic: the RSS is sampled every 50 ms while the queue drains. Without a leak it wanders by +-15 MiB (transient
-tensors, allocator caches) but its floor does not move: over 6 x 100 prompts the minimum stayed at 513-524 MiB
-(development machine). So, after 20 warm-up prompts, the growth is floor(last 20 of the 100 prompts) -
-floor(first 20), and must stay below ``GROWTH_BOUND_MB`` = 30 MiB. The prompts invert 128x128 latents
-(4 x 128 x 128 float32 = 256 KiB, above glibc's mmap threshold, so a freed latent leaves the RSS at once): keeping an
-INVERSION per prompt (3 latents, 0.75 MiB) would add 60 MiB between the two windows (80 prompts apart); the bound
-catches any per-prompt retention above ~0.4 MiB. The measured numbers are printed (``LOAD |`` lines).
+tensors, allocator caches), and its floor can shift either way: 15 fresh-clone runs on 2026-12-02 measured growths
+of -16.0 to +34.1 MiB (an Exact Invert-only or Noise Correct-only queue of 100: -5.0 to -0.9 MiB, so no method
+retains anything; the shifts come from the mixed rotation's allocations). So, after 20 warm-up prompts, the growth is
+floor(last 20 of the 100 prompts) - floor(first 20), and must stay below ``GROWTH_BOUND_MB`` = 45 MiB. The prompts
+invert 128x128 latents (4 x 128 x 128 float32 = 256 KiB, above glibc's mmap threshold, so a freed latent leaves the
+RSS at once): keeping an INVERSION per prompt (3 latents, 0.75 MiB) would add 60 MiB between the two windows (80
+prompts apart); the bound catches any per-prompt retention above ~0.56 MiB. The measured numbers are printed
+(``LOAD |`` lines).
 Interrupted runs are checked exactly, in-process: no tensor of an interrupted run survives it.
 """
 from __future__ import annotations
@@ -30,7 +32,7 @@ from devkit import harness as ch  # noqa: E402
 PROMPTS = 100
 WARMUP = 20
 SIZE = 128
-GROWTH_BOUND_MB = 30.0
+GROWTH_BOUND_MB = 45.0
 
 # a rotation over the method nodes (cheap settings; ReNoise's regulariser runs in the interrupt test); the latent seed
 # differs in every prompt, so nothing is cached
