@@ -254,8 +254,8 @@ def invert_verified(
     def below() -> torch.Tensor:
         return best.psnr < target_psnr
 
-    # every candidate runs on every such image the primary left below the target: a cheap one that just passes it
-    # must not keep a better one from being tried
+    # every candidate runs on every image the primary left below the target whose shortfall its final step does not
+    # explain (module docstring): a cheap one that just passes the target must not keep a better one from being tried
     explained = explained_by_final_step(first, x0, best.psnr, final_step_margin)
     need = below() & ~explained
     for name in candidates:
