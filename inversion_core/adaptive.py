@@ -219,7 +219,8 @@ class AdaptiveInversion(StepSolver):
         rejected = torch.zeros(batch, dtype=torch.long, device=device)
         plain_err = None                               # error of the first plain fixed-point image G(x^0)
         calls = 0
-        budget = self.final_max_calls if problem.sigma_lo == 0 else self.max_calls
+        final = problem.sigma_lo == 0                  # the step that lands on sigma 0 ("The final step")
+        budget = self.final_max_calls if final else self.max_calls
         ev = None
         best_history = []
         while True:
@@ -234,7 +235,7 @@ class AdaptiveInversion(StepSolver):
             best = ev if best is None else merge_evaluations(improved, ev, best)
             best_err = torch.where(improved, err, best_err)
             active = active & (err > self._threshold(problem, ev))
-            if self.stall_window > 0 and problem.sigma_lo > 0:      # stall stop (not on the final step)
+            if self.stall_window > 0 and not final:      # stall stop (not on the final step)
                 best_history.append(best_err)
                 if len(best_history) > self.stall_window:
                     active = active & (best_err <= self.stall_ratio * best_history.pop(0))
@@ -250,7 +251,7 @@ class AdaptiveInversion(StepSolver):
                     valid = valid[:, 1:]
             previous = (xf, f, g)
 
-            beta = self.final_relaxation if problem.sigma_lo == 0 else self.damping
+            beta = self.final_relaxation if final else self.damping
             step = xf + beta * f
             if history:
                 d_x = torch.stack([h[0] for h in history], dim=2)

@@ -27,20 +27,24 @@ def mse(reference: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
     return diff.pow(2).mean(dim=1)
 
 
+def _data_range(reference: torch.Tensor) -> torch.Tensor:
+    """Per-sample peak-to-peak of the reference [B] (the module's default data range)."""
+    flat = reference.flatten(1)
+    return flat.max(dim=1).values - flat.min(dim=1).values
+
+
 def psnr(reference: torch.Tensor, estimate: torch.Tensor, data_range=None) -> torch.Tensor:
     """Per-sample PSNR in dB (inf where the estimate is exact)."""
     reference = reference.to(torch.promote_types(reference.dtype, torch.float32))
     if data_range is None:
-        flat = reference.flatten(1)
-        data_range = flat.max(dim=1).values - flat.min(dim=1).values
+        data_range = _data_range(reference)
     data_range = torch.as_tensor(data_range, dtype=reference.dtype, device=reference.device)
     return 10.0 * torch.log10(data_range ** 2 / mse(reference, estimate))
 
 
 def psnr_of_rms(reference: torch.Tensor, rms_error: torch.Tensor) -> torch.Tensor:
     """``psnr``'s figure for an error of known per-sample RMS [B] (same data-range convention)."""
-    flat = reference.to(torch.promote_types(reference.dtype, torch.float32)).flatten(1)
-    data_range = flat.max(dim=1).values - flat.min(dim=1).values
+    data_range = _data_range(reference.to(torch.promote_types(reference.dtype, torch.float32)))
     return 20.0 * torch.log10(data_range / rms_error.to(data_range.dtype))
 
 

@@ -201,9 +201,9 @@ class ExactInvert(InvertNode):
                    "latent back with euler over the same schedule, cfg and conditioning and measures every image's "
                    "reconstruction PSNR. Images below target_psnr get defect-correction passes, and DDIM and "
                    "ReNoise candidates unless the last step alone explains the shortfall; each image keeps its "
-                   "best verified answer. The node's output and "
-                   "log report the measured reconstruction (mean, worst image, images under 30 dB). ReNoise "
-                   "Invert keeps the paper's fixed-iteration behaviour instead.")
+                   "best verified answer. The node's output and log report the measured reconstruction (mean, "
+                   "worst image, images under 30 dB). ReNoise Invert keeps the paper's fixed-iteration behaviour "
+                   "instead.")
 
     @classmethod
     def method_inputs(cls):
