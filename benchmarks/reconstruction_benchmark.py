@@ -39,7 +39,7 @@ from inversion_core.adaptive import AdaptiveInversion
 from inversion_core.ddim import DDIMInversion
 from inversion_core.metrics import psnr
 from inversion_core.renoise import ReNoise
-from inversion_core.verified import invert_verified
+from inversion_core.verified import exact_solver, invert_verified
 
 from .core_benchmark import schedule
 
@@ -67,7 +67,7 @@ def plain(denoise, x0, sigmas, parametrization, solver):
 
 
 def verified(denoise, x0, sigmas, parametrization, target_psnr: float = 40.0):
-    inversion = invert_verified(denoise, x0, sigmas, lambda: AdaptiveInversion(tolerance=1e-4),
+    inversion = invert_verified(denoise, x0, sigmas, exact_solver(target_psnr, tolerance=1e-4),
                                 parametrization=parametrization, independent=True, target_psnr=target_psnr)
     v = inversion.verification
     return (torch.tensor(v.psnr, dtype=torch.float64), v.model_calls, v.image_evaluations / x0.shape[0], v,

@@ -51,16 +51,33 @@ solves ``problem``'s eq. (1), x = G(x) = anchor + delta * d(x, sigma_hi), with
   1 - lambda and beta = 1.5 by 1 - 1.5 lambda, while |1 - beta lambda| <= 1/2 still holds where lambda is near 1
   (beta = 2, Richardson's optimum for lambda_min -> 0, stops contracting there). Measured per image on the
   learned models' worst crops: 3-7 dB more at the same calls; beta = 1.75 and 2 gave less than 1.5.
-* **Verify and fall back**: the answer is always an *evaluated* iterate (the best one per sample), so its landing
-  error is known exactly -- no residual estimate is trusted, the model was called at exactly the returned x (the
-  last call of the budget is that verification), and that evaluation is handed to the driver
+* **The free last step** (``free_last_step``, for callers that verify the whole trajectory themselves, as ``verified``
+  does by replaying the sampler). Each evaluation at x already gives the image G(x), so on a deterministic
+  intermediate step the answer can be G(x_best) instead of x_best, one fixed-point step further for no model call.
+  Near the fixed point x*, G(x) - x* = J (x - x*) with J = G'(x*), so the landing error of the image is r(G(x)) ~ J
+  r(x) and its size about q |r(x)|, where q is the contraction of G along the error: the a posteriori estimate of the
+  contraction mapping theorem (Ortega & Rheinboldt 1970, "Iterative Solution of Nonlinear Equations in Several
+  Variables", Sec. 12.1), with q estimated per sample from the first plain step, q = |r(G(x^0))| / |r(x^0)| (at most
+  1). A sample then stops once q |r(x)| meets the tolerance, so the call that would only have verified an already
+  converged answer is not made. On the intermediate steps delta * dd/dx is small, so q is well below 1 and the answer
+  lands as well or better one call sooner. Only samples that met the tolerance take the image; the final step (its
+  error reaches the user undamped, and there q ~ 1 in the thin directions) and stochastic steps (their noise
+  correction needs the model at the answer) keep the evaluated iterate. The reported residual of an imaged sample is
+  the estimate q |r(x)|, not a measurement.
+* **An end-to-end stop on the final step** (``final_stop_psnr``). That step's landing error is the k = 0 term of
+  ``verified``'s (V1): it reaches the reconstruction as it is. A sample whose final landing alone reaches
+  ``final_stop_psnr`` against x_0 (``metrics.psnr``'s data range) stops there; ``verified`` sets it ``HEADROOM_DB``
+  above the end-to-end target, where further calls change nothing a user can see.
+* **Verify and fall back**: the answer is an *evaluated* iterate (the best one per sample; the free last step
+  excepted), so its landing error is known exactly -- no residual estimate is trusted, the model was called at exactly
+  the returned x (the last call of the budget is that verification), and that evaluation is handed to the driver
   (``StepSolution.evaluation``) so the noise correction of stochastic samplers needs no extra call. Extrapolating
-  solvers can jump into another basin of the data, where an unverified extrapolation looks converged; a sample
-  whose verified error is still above ``fallback_tolerance`` and which the acceleration did not improve by
-  ``fallback_gain`` over one plain fixed-point step is redone by the ``fallback`` solver (default ReNoise with
-  averaging, Garibi et al. 2024, eq. 5 + Sec. 4.2), whose answer is evaluated too (one call) and kept per sample
-  only where it lands better. (Steps that are merely hard -- few-step inversions often have no exact solution
-  near the data -- show a large but steadily reduced error and are not redone.)
+  solvers can jump into another basin of the data, where an unverified extrapolation looks converged; a sample whose
+  verified error is still above ``fallback_tolerance`` and which the acceleration did not improve by ``fallback_gain``
+  over one plain fixed-point step is redone by the ``fallback`` solver (default ReNoise with averaging, Garibi et al.
+  2024, eq. 5 + Sec. 4.2), whose answer is evaluated too (one call) and kept per sample only where it lands better.
+  (Steps that are merely hard -- few-step inversions often have no exact solution near the data -- show a large but
+  steadily reduced error and are not redone.)
 """
 from __future__ import annotations
 
@@ -68,6 +85,7 @@ from typing import Optional
 
 import torch
 
+from .metrics import rms_of_psnr
 from .problem import Evaluation, StepProblem, StepSolution, StepSolver, batch_rms, keep_where, merge_evaluations
 from .renoise import ReNoise
 
@@ -126,6 +144,10 @@ class AdaptiveInversion(StepSolver):
         final_relaxation: beta in (AA-step) on the final step (over-relaxation; in (0, 2)).
         stall_window, stall_ratio: on every step but the final one, stop a sample whose best error is above
             ``stall_ratio`` times its best ``stall_window`` calls earlier (0: never).
+        free_last_step: on deterministic intermediate steps, answer G(x_best) and stop on its estimated landing
+            error (module docstring); only for callers that verify the trajectory end to end.
+        final_stop_psnr: stop a sample on the final step once its landing error alone reaches this PSNR (dB,
+            ``metrics.psnr``'s per-image data range); None: the tolerance alone decides.
     """
 
     name = "adaptive"
@@ -148,6 +170,8 @@ class AdaptiveInversion(StepSolver):
         stall_window: int = 12,
         stall_ratio: float = 0.95,
         final_relaxation: float = 1.5,
+        free_last_step: bool = False,
+        final_stop_psnr: Optional[float] = None,
     ):
         if max_calls < 1:
             raise ValueError("max_calls must be >= 1")
@@ -178,6 +202,8 @@ class AdaptiveInversion(StepSolver):
         self.final_relaxation = float(final_relaxation)
         self.stall_window = int(stall_window)
         self.stall_ratio = float(stall_ratio)
+        self.free_last_step = bool(free_last_step)
+        self.final_stop_psnr = None if final_stop_psnr is None else float(final_stop_psnr)
         self._previous = None     # (inversion_step, shape, derivative at the previous answer)
 
     def reset(self) -> None:
@@ -198,11 +224,30 @@ class AdaptiveInversion(StepSolver):
         return problem.x_lo
 
     def _threshold(self, problem: StepProblem, ev: Evaluation) -> torch.Tensor:
-        """Per-sample stopping threshold on ``relative_error``: the tolerance, scaled by the step's displacement."""
+        """Per-sample stopping threshold on ``relative_error``: the tolerance, scaled by the step's displacement;
+        on the final step at least the error at which its landing reaches ``final_stop_psnr``."""
         if not self.step_relative:
-            return torch.full((ev.x.shape[0],), self.tolerance, dtype=torch.float64, device=ev.x.device)
-        displacement = batch_rms(ev.image - problem.x_lo) / batch_rms(problem.x_lo).clamp_min(1e-8)
-        return self.tolerance * displacement.to(torch.float64).clamp(max=1.0)
+            threshold = torch.full((ev.x.shape[0],), self.tolerance, dtype=torch.float64, device=ev.x.device)
+        else:
+            displacement = batch_rms(ev.image - problem.x_lo) / batch_rms(problem.x_lo).clamp_min(1e-8)
+            threshold = self.tolerance * displacement.to(torch.float64).clamp(max=1.0)
+        if self.final_stop_psnr is not None and problem.sigma_lo == 0:
+            psnr_error = rms_of_psnr(problem.x_lo, self.final_stop_psnr) / problem.x_lo_rms
+            threshold = torch.maximum(threshold, psnr_error.to(threshold))
+        return threshold
+
+    @staticmethod
+    def _secant_contraction(x, ev: Evaluation, previous, active, contraction, secants):
+        """The free last step's q: the largest secant ratio |G(x_k) - G(x_{k-1})| / |x_k - x_{k-1}| seen so far
+        (at most 1), per sample, over the samples that moved."""
+        moved = (x.flatten(1) - previous[0]).norm(dim=1).to(torch.float64)
+        ratio = (ev.image.flatten(1) - previous[2]).norm(dim=1).to(torch.float64) / moved.clamp_min(1e-300)
+        update = active & (moved > 0)
+        ratio = torch.where(secants, torch.maximum(ratio, contraction), ratio).clamp(max=1.0)
+        return torch.where(update, ratio, contraction), secants | update
+
+    def _frees_last_step(self, problem: StepProblem) -> bool:
+        return self.free_last_step and problem.sigma_lo > 0 and not problem.stochastic
 
     def _iterate(self, problem: StepProblem):
         batch = problem.x_lo.shape[0]
@@ -223,18 +268,26 @@ class AdaptiveInversion(StepSolver):
         budget = self.final_max_calls if final else self.max_calls
         ev = None
         best_history = []
+        free = self._frees_last_step(problem)
+        contraction = torch.ones(batch, dtype=torch.float64, device=device)   # q, "The free last step"
+        secants = torch.zeros(batch, dtype=torch.bool, device=device)         # q has been estimated
+        met = torch.zeros(batch, dtype=torch.bool, device=device)
         while True:
             problem.monitor.check()
             ev = problem.evaluate_active(x, active, ev)   # frozen samples keep their evaluation (same x)
             calls += 1
             err = problem.relative_error(ev.residual).to(torch.float64)
+            if free and previous is not None:
+                contraction, secants = self._secant_contraction(x, ev, previous, active, contraction, secants)
             if calls <= 2:
                 plain_err = err
             iterations += active.long()
             improved = active & (err < best_err)
             best = ev if best is None else merge_evaluations(improved, ev, best)
             best_err = torch.where(improved, err, best_err)
-            active = active & (err > self._threshold(problem, ev))
+            converged = active & ((err * contraction if free else err) <= self._threshold(problem, ev))
+            met |= converged
+            active = active & ~converged
             if self.stall_window > 0 and not final:      # stall stop (not on the final step)
                 best_history.append(best_err)
                 if len(best_history) > self.stall_window:
@@ -274,7 +327,7 @@ class AdaptiveInversion(StepSolver):
             x = keep_where(active, next_x, x)
 
         diagnostics = {"calls": calls, "restarts": restarts, "rejected_extrapolations": rejected,
-                       "plain_error": plain_err}
+                       "plain_error": plain_err, "met": met if free else None, "contraction": contraction}
         return best, best_err, iterations, diagnostics
 
     # -- solve -------------------------------------------------------------------------------------------------------
@@ -298,15 +351,20 @@ class AdaptiveInversion(StepSolver):
                 best_err = torch.where(used, fallback_err, best_err)
                 per_sample_calls = per_sample_calls + tried.long() * (problem.denoiser.calls - fallback_start)
         self._previous = (problem.inversion_step, tuple(best.x.shape), best.d.detach())
+        x, residual = best.x, best_err
+        if diagnostics["met"] is not None:    # the free last step: converged samples answer G(x_best)
+            imaged = diagnostics["met"] & ~used
+            x = keep_where(imaged, best.image, best.x)
+            residual = torch.where(imaged, best_err * diagnostics["contraction"], best_err)
         info = {
             "model_calls": problem.denoiser.calls - calls_before,
             "calls": per_sample_calls.tolist(),
             "iterations": iterations.tolist(),
-            "residual": best_err.tolist(),
+            "residual": residual.tolist(),
             "fallback_tried": tried.tolist(),
             "fallback_used": used.tolist(),
             "restarts": diagnostics["restarts"].tolist(),
             "rejected_extrapolations": diagnostics["rejected_extrapolations"].tolist(),
         }
-        return StepSolution(x=best.x, iterations=iterations, residual=best_err.to(best.x.dtype).cpu(),
+        return StepSolution(x=x, iterations=iterations, residual=residual.to(best.x.dtype).cpu(),
                             evaluation=best, fallback=used, info=info)

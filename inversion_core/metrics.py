@@ -48,6 +48,12 @@ def psnr_of_rms(reference: torch.Tensor, rms_error: torch.Tensor) -> torch.Tenso
     return 20.0 * torch.log10(data_range / rms_error.to(data_range.dtype))
 
 
+def rms_of_psnr(reference: torch.Tensor, psnr_db: float) -> torch.Tensor:
+    """The per-sample RMS error [B] at which ``psnr`` would read ``psnr_db`` (``psnr_of_rms``'s inverse)."""
+    data_range = _data_range(reference.to(torch.promote_types(reference.dtype, torch.float32)))
+    return data_range * 10.0 ** (-float(psnr_db) / 20.0)
+
+
 def implied_noise(latent: torch.Tensor, sigma, parametrization: str,
                   x0: Optional[torch.Tensor] = None) -> torch.Tensor:
     """(x - a x0) / b with x0 given, else the proxy x / sqrt(a^2 + b^2) (module docstring)."""

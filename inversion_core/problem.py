@@ -174,7 +174,9 @@ class StepSolution:
     x: torch.Tensor
     iterations: torch.Tensor          # [B] fixed-point / Newton iterations used per sample
     residual: torch.Tensor            # [B] relative error (see StepProblem.relative_error), NaN if unknown
-    evaluation: Optional[Evaluation] = None   # a model evaluation at exactly x, if the solver has one
+    evaluation: Optional[Evaluation] = None   # the model evaluation the answer comes from: at exactly x where
+                                              # evaluation.x is x (``evaluation_at`` checks), else at the iterate
+                                              # whose fixed-point image x is (``AdaptiveInversion``'s free last step)
     fallback: Optional[torch.Tensor] = None   # [B] bool: sample redone by the fallback solver
     info: dict = field(default_factory=dict)
 
