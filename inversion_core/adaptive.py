@@ -52,18 +52,18 @@ solves ``problem``'s eq. (1), x = G(x) = anchor + delta * d(x, sigma_hi), with
   (beta = 2, Richardson's optimum for lambda_min -> 0, stops contracting there). Measured per image on the
   learned models' worst crops: 3-7 dB more at the same calls; beta = 1.75 and 2 gave less than 1.5.
 * **The free last step** (``free_last_step``, for callers that verify the whole trajectory themselves, as ``verified``
-  does by replaying the sampler). Each evaluation at x already gives the image G(x), so on a deterministic
-  intermediate step the answer can be G(x_best) instead of x_best, one fixed-point step further for no model call.
-  Near the fixed point x*, G(x) - x* = J (x - x*) with J = G'(x*), so the landing error of the image is r(G(x)) ~ J
-  r(x) and its size about q |r(x)|, where q is the contraction of G along the error: the a posteriori estimate of the
-  contraction mapping theorem (Ortega & Rheinboldt 1970, "Iterative Solution of Nonlinear Equations in Several
-  Variables", Sec. 12.1), with q estimated per sample from the first plain step, q = |r(G(x^0))| / |r(x^0)| (at most
-  1). A sample then stops once q |r(x)| meets the tolerance, so the call that would only have verified an already
-  converged answer is not made. On the intermediate steps delta * dd/dx is small, so q is well below 1 and the answer
-  lands as well or better one call sooner. Only samples that met the tolerance take the image; the final step (its
-  error reaches the user undamped, and there q ~ 1 in the thin directions) and stochastic steps (their noise
-  correction needs the model at the answer) keep the evaluated iterate. The reported residual of an imaged sample is
-  the estimate q |r(x)|, not a measurement.
+  does by replaying the sampler). The evaluation at x_k already fixes the next iterate x_{k+1} of (AA-step), the point
+  the next call would evaluate only to verify it. For G affine near the solution, G(x) = J x + c, (AA-step) with beta
+  = 1 gives x_{k+1} = G(y) with y = x_k - dX gamma_k, so its landing error is r(x_{k+1}) = J r(y) = J (f_k - dF
+  gamma_k), and since gamma = 0 is feasible in (AA-LS), |r(x_{k+1})| <= q |f_k| with q = ||J|| (the plain step, no
+  memory, is the case gamma = 0): the a posteriori estimate of the contraction mapping theorem (Ortega & Rheinboldt
+  1970, "Iterative Solution of Nonlinear Equations in Several Variables", Sec. 12.1), carried over to Anderson's
+  iterate. q is estimated per sample as the largest secant ratio |G(x_j) - G(x_{j-1})| / |x_j - x_{j-1}| seen in the
+  step (at most 1; a secant ratio can only underestimate ||J||). A sample stops once q |f_k| meets the tolerance and
+  answers x_{k+1} without the call. On the intermediate steps delta * dd/dx is small, so q is well below 1 and a
+  sample stops one call sooner. The final step (its error reaches the user undamped, and there q ~ 1 in the thin
+  directions) and stochastic steps (their noise correction needs the model at the answer) keep the evaluated iterate.
+  The reported residual of such a sample is the estimate q |f_k|, not a measurement.
 * **An end-to-end stop on the final step** (``final_stop_psnr``). That step's landing error is the k = 0 term of
   ``verified``'s (V1): it reaches the reconstruction as it is. A sample whose final landing alone reaches
   ``final_stop_psnr`` against x_0 (``metrics.psnr``'s data range) stops there; ``verified`` sets it ``HEADROOM_DB``
@@ -144,8 +144,9 @@ class AdaptiveInversion(StepSolver):
         final_relaxation: beta in (AA-step) on the final step (over-relaxation; in (0, 2)).
         stall_window, stall_ratio: on every step but the final one, stop a sample whose best error is above
             ``stall_ratio`` times its best ``stall_window`` calls earlier (0: never).
-        free_last_step: on deterministic intermediate steps, answer G(x_best) and stop on its estimated landing
-            error (module docstring); only for callers that verify the trajectory end to end.
+        free_last_step: on deterministic intermediate steps, stop a sample once the estimated landing error of its
+            next iterate meets the tolerance and answer that iterate without the call that would verify it (module
+            docstring); only for callers that verify the trajectory end to end.
         final_stop_psnr: stop a sample on the final step once its landing error alone reaches this PSNR (dB,
             ``metrics.psnr``'s per-image data range); None: the tolerance alone decides.
     """
@@ -239,7 +240,7 @@ class AdaptiveInversion(StepSolver):
     @staticmethod
     def _secant_contraction(x, ev: Evaluation, previous, active, contraction, secants):
         """The free last step's q: the largest secant ratio |G(x_k) - G(x_{k-1})| / |x_k - x_{k-1}| seen so far
-        (at most 1), per sample, over the samples that moved."""
+        in the step (at most 1), per sample, updated for the samples that moved."""
         moved = (x.flatten(1) - previous[0]).norm(dim=1).to(torch.float64)
         ratio = (ev.image.flatten(1) - previous[2]).norm(dim=1).to(torch.float64) / moved.clamp_min(1e-300)
         update = active & (moved > 0)
@@ -272,6 +273,7 @@ class AdaptiveInversion(StepSolver):
         contraction = torch.ones(batch, dtype=torch.float64, device=device)   # q, "The free last step"
         secants = torch.zeros(batch, dtype=torch.bool, device=device)         # q has been estimated
         met = torch.zeros(batch, dtype=torch.bool, device=device)
+        answer, answer_err = x, torch.full((batch,), float("nan"), dtype=torch.float64, device=device)
         while True:
             problem.monitor.check()
             ev = problem.evaluate_active(x, active, ev)   # frozen samples keep their evaluation (same x)
@@ -285,14 +287,16 @@ class AdaptiveInversion(StepSolver):
             improved = active & (err < best_err)
             best = ev if best is None else merge_evaluations(improved, ev, best)
             best_err = torch.where(improved, err, best_err)
-            converged = active & ((err * contraction if free else err) <= self._threshold(problem, ev))
+            predicted = err * contraction if free else err
+            converged = active & (predicted <= self._threshold(problem, ev))
             met |= converged
             active = active & ~converged
             if self.stall_window > 0 and not final:      # stall stop (not on the final step)
                 best_history.append(best_err)
                 if len(best_history) > self.stall_window:
                     active = active & (best_err <= self.stall_ratio * best_history.pop(0))
-            if not bool(active.any()) or calls >= budget:
+            done = not bool(active.any()) or calls >= budget
+            if done and not (free and bool(converged.any())):
                 break
 
             xf, f, g = x.flatten(1), ev.residual.flatten(1), ev.image.flatten(1)
@@ -324,10 +328,16 @@ class AdaptiveInversion(StepSolver):
                 restarts += grown.long()
                 next_x = keep_where(grown, best.image, next_x)
                 valid = valid * (~grown).unsqueeze(1).to(valid.dtype)
+            if free:     # the free last step: a converged sample answers the iterate its next call would verify
+                answer = keep_where(converged, next_x, answer)
+                answer_err = torch.where(converged, predicted, answer_err)
+            if done:
+                break
             x = keep_where(active, next_x, x)
 
         diagnostics = {"calls": calls, "restarts": restarts, "rejected_extrapolations": rejected,
-                       "plain_error": plain_err, "met": met if free else None, "contraction": contraction}
+                       "plain_error": plain_err, "met": met if free else None, "answer": answer,
+                       "answer_error": answer_err}
         return best, best_err, iterations, diagnostics
 
     # -- solve -------------------------------------------------------------------------------------------------------
@@ -352,10 +362,10 @@ class AdaptiveInversion(StepSolver):
                 per_sample_calls = per_sample_calls + tried.long() * (problem.denoiser.calls - fallback_start)
         self._previous = (problem.inversion_step, tuple(best.x.shape), best.d.detach())
         x, residual = best.x, best_err
-        if diagnostics["met"] is not None:    # the free last step: converged samples answer G(x_best)
+        if diagnostics["met"] is not None:    # the free last step: converged samples answer their next iterate
             imaged = diagnostics["met"] & ~used
-            x = keep_where(imaged, best.image, best.x)
-            residual = torch.where(imaged, best_err * diagnostics["contraction"], best_err)
+            x = keep_where(imaged, diagnostics["answer"], best.x)
+            residual = torch.where(imaged, diagnostics["answer_error"], best_err)
         info = {
             "model_calls": problem.denoiser.calls - calls_before,
             "calls": per_sample_calls.tolist(),

@@ -11,12 +11,12 @@ from __future__ import annotations
 import comfy.samplers
 from comfy_api.latest import io
 
-from ..inversion_core.adaptive import AdaptiveInversion
 from ..inversion_core.ddim import DDIMInversion
 from ..inversion_core.easyinv import EASYINV_PRESETS, EasyInv
 from ..inversion_core.regularizers import NoiseRegularizer
 from ..inversion_core.renoise import FIRST_STEP_RULES, ReNoise
 from ..inversion_core.rnri import RNRI, VARIANTS as RNRI_VARIANTS, GradientUnavailable
+from ..inversion_core.verified import exact_solver
 from . import autograd_clone, inversion_run, validation
 from .record import INVERSION
 from .schema import PackNode
@@ -247,8 +247,8 @@ class ExactInvert(InvertNode):
         tol, max_calls, memory = float(params["tolerance"]), int(params["max_calls"]), int(params["memory"])
         fallback = "renoise" if params["fallback"] else None
         settings = {"tolerance": tol, "max_calls": max_calls, "memory": memory, "fallback": fallback}
-        return (lambda: AdaptiveInversion(tolerance=tol, max_calls=max_calls, memory=memory, fallback=fallback),
-                settings, [])
+        return (exact_solver(cls.verification(params)["target_psnr"], tolerance=tol, max_calls=max_calls,
+                             memory=memory, fallback=fallback), settings, [])
 
 
 def first_step_sigma(model) -> float:

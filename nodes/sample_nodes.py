@@ -19,10 +19,10 @@ import comfy.utils
 import latent_preview
 from comfy_api.latest import io
 
-from ..inversion_core.adaptive import AdaptiveInversion
 from ..inversion_core.ddim import DDIMInversion
 from ..inversion_core.easyinv import EasyInv
 from ..inversion_core.renoise import ReNoise
+from ..inversion_core.verified import exact_solver
 from . import edit_sampling, handoff, inversion_run, validation
 from .invert_nodes import ExactInvert
 from .record import INVERSION
@@ -118,7 +118,8 @@ class InvertedSampler(PackNode):
 
 
 SAMPLER_METHODS = {
-    "exact": lambda tol, iters: AdaptiveInversion(tolerance=tol, max_calls=iters),
+    "exact": lambda tol, iters: exact_solver(ExactInvert.verification({})["target_psnr"], tolerance=tol,
+                                             max_calls=iters)(),
     "renoise": lambda tol, iters: ReNoise(iterations=iters),
     "easyinv": lambda tol, iters: EasyInv.preset("sd1"),
     "ddim": lambda tol, iters: DDIMInversion("target"),

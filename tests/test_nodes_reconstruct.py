@@ -98,18 +98,19 @@ def test_exact_invert_narrow_sd15(executor, patch):
 def _core_inversion(node_id, params, x0_internal, sigmas):
     """The same inversion computed by inversion_core directly with the closed-form denoiser (no ComfyUI)."""
     from inversion_core import invert
-    from inversion_core.adaptive import AdaptiveInversion
     from inversion_core.analytic import GaussianMixture
     from inversion_core.ddim import DDIMInversion
     from inversion_core.easyinv import EasyInv
     from inversion_core.regularizers import NoiseRegularizer
     from inversion_core.renoise import ReNoise
     from inversion_core.rnri import RNRI
+    from inversion_core.verified import exact_solver
 
     p = dict(c.NODE_PARAMS[node_id], **params)
     solver = {
-        "ExactInvExactInvert": lambda: AdaptiveInversion(tolerance=p["tolerance"], max_calls=p["max_calls"],
-                                                         memory=p["memory"], fallback="renoise"),
+        "ExactInvExactInvert": lambda: exact_solver(p.get("target_psnr", 40.0), tolerance=p["tolerance"],
+                                                    max_calls=p["max_calls"], memory=p["memory"],
+                                                    fallback="renoise")(),
         "ExactInvDDIMInvert": lambda: DDIMInversion(p["convention"]),
         "ExactInvReNoiseInvert": lambda: ReNoise(
             iterations=p["iterations"], window=(p["average_start"], p["average_end"]), first_step=p["first_step"],
