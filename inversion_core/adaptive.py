@@ -68,6 +68,12 @@ solves ``problem``'s eq. (1), x = G(x) = anchor + delta * d(x, sigma_hi), with
   ``verified``'s (V1): it reaches the reconstruction as it is. A sample whose final landing alone reaches
   ``final_stop_psnr`` against x_0 (``metrics.psnr``'s data range) stops there; ``verified`` sets it ``HEADROOM_DB``
   above the end-to-end target, where further calls change nothing a user can see.
+* **The final step's rescue** (``final_rescue_psnr``). A sample whose final landing alone is still below the
+  end-to-end target when ``final_max_calls`` are spent cannot reach it, whatever the other steps do; it goes on for
+  ``final_rescue_calls`` more, while the others stop. This is the cheapest place for the calls such an image needs:
+  the final step is solved first (inversion runs upward from sigma 0), so nothing above it has to be solved again,
+  whereas a ``verified`` defect-correction pass re-solves all N steps and, where the final step's landing explains
+  the shortfall, mostly re-solves that same equation.
 * **Verify and fall back**: the answer is an *evaluated* iterate (the best one per sample; the free last step
   excepted), so its landing error is known exactly -- no residual estimate is trusted, the model was called at exactly
   the returned x (the last call of the budget is that verification), and that evaluation is handed to the driver
@@ -85,7 +91,7 @@ from typing import Optional
 
 import torch
 
-from .metrics import rms_of_psnr
+from .metrics import psnr_of_rms, rms_of_psnr
 from .problem import Evaluation, StepProblem, StepSolution, StepSolver, batch_rms, keep_where, merge_evaluations
 from .renoise import ReNoise
 
@@ -149,6 +155,9 @@ class AdaptiveInversion(StepSolver):
             docstring); only for callers that verify the trajectory end to end.
         final_stop_psnr: stop a sample on the final step once its landing error alone reaches this PSNR (dB,
             ``metrics.psnr``'s per-image data range); None: the tolerance alone decides.
+        final_rescue_psnr, final_rescue_calls: a sample whose final landing is still below ``final_rescue_psnr``
+            (dB) when ``final_max_calls`` are spent goes on for up to ``final_rescue_calls`` more (default
+            ``final_max_calls``); None: no rescue.
     """
 
     name = "adaptive"
@@ -173,6 +182,8 @@ class AdaptiveInversion(StepSolver):
         final_relaxation: float = 1.5,
         free_last_step: bool = False,
         final_stop_psnr: Optional[float] = None,
+        final_rescue_psnr: Optional[float] = None,
+        final_rescue_calls: Optional[int] = None,
     ):
         if max_calls < 1:
             raise ValueError("max_calls must be >= 1")
@@ -205,6 +216,10 @@ class AdaptiveInversion(StepSolver):
         self.stall_ratio = float(stall_ratio)
         self.free_last_step = bool(free_last_step)
         self.final_stop_psnr = None if final_stop_psnr is None else float(final_stop_psnr)
+        self.final_rescue_psnr = None if final_rescue_psnr is None else float(final_rescue_psnr)
+        self.final_rescue_calls = self.final_max_calls if final_rescue_calls is None else int(final_rescue_calls)
+        if self.final_rescue_calls < 0:
+            raise ValueError("final_rescue_calls must be >= 0")
         self._previous = None     # (inversion_step, shape, derivative at the previous answer)
 
     def reset(self) -> None:
@@ -267,6 +282,8 @@ class AdaptiveInversion(StepSolver):
         calls = 0
         final = problem.sigma_lo == 0                  # the step that lands on sigma 0 ("The final step")
         budget = self.final_max_calls if final else self.max_calls
+        rescue = final and self.final_rescue_psnr is not None     # "The final step's rescue"
+        limit = budget + (self.final_rescue_calls if rescue else 0)
         ev = None
         best_history = []
         free = self._frees_last_step(problem)
@@ -295,7 +312,10 @@ class AdaptiveInversion(StepSolver):
                 best_history.append(best_err)
                 if len(best_history) > self.stall_window:
                     active = active & (best_err <= self.stall_ratio * best_history.pop(0))
-            done = not bool(active.any()) or calls >= budget
+            if rescue and calls >= budget:   # past the budget only samples that would miss the target go on
+                landing = psnr_of_rms(problem.x_lo, best_err * problem.x_lo_rms.to(torch.float64))
+                active = active & (landing < self.final_rescue_psnr)
+            done = not bool(active.any()) or calls >= limit
             if done and not (free and bool(converged.any())):
                 break
 

@@ -330,3 +330,27 @@ def test_the_final_step_stops_at_its_landing_psnr():
           f"{stopped_calls.tolist()}")
     assert bool(((stopped >= 60.0) | (stopped_calls == budget)).all())
     assert bool((stopped_calls <= full_calls).all()) and int(stopped_calls.sum()) < int(full_calls.sum())
+
+
+def test_the_final_step_rescue_goes_on_only_for_samples_below_its_psnr():
+    """learned_a's first 8 crops, N = 10, a 20-call final step: with a 60 dB rescue the samples whose landing is still
+    below 60 dB after 20 calls go on for up to 20 more and land better; the others stop where they did."""
+    from benchmarks.core_benchmark import schedule as benchmark_schedule
+    from inversion_core.metrics import psnr_of_rms
+    from testbed.learned import LearnedDenoiser, eval_latents
+    denoise = LearnedDenoiser.load("learned_a").denoiser("ve")
+    x0, sigmas = eval_latents("learned_a")[:8], benchmark_schedule("ve", 10, "simple")
+
+    def final_step(**options):
+        solver = AdaptiveInversion(tolerance=1e-4, final_max_calls=20, **options)
+        stats = [s for s in invert(denoise, x0, sigmas, solver).stats if s.sigma_lo == 0][0]
+        return psnr_of_rms(x0, torch.tensor(stats.residual) * batch_rms(x0)), torch.tensor(stats.iterations)
+
+    (plain_landing, plain_calls), (landing, calls) = final_step(), final_step(final_rescue_psnr=60.0)
+    print(f"\nlanding {plain_landing.tolist()} in {plain_calls.tolist()} -> {landing.tolist()} in {calls.tolist()}")
+    rescued = (plain_calls == 20) & (plain_landing < 60.0)
+    assert bool(rescued.any()) and bool((~rescued).any())
+    assert bool((calls[~rescued] == plain_calls[~rescued]).all())
+    assert bool(torch.equal(landing[~rescued], plain_landing[~rescued]))
+    assert bool((calls[rescued] > 20).all() & (calls[rescued] <= 40).all())
+    assert bool((landing[rescued] >= plain_landing[rescued]).all())
