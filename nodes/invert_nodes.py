@@ -199,11 +199,11 @@ class ExactInvert(InvertNode):
     DESCRIPTION = ("The recommended 'give me my image back' node. Solves every inverse sampler step to a tolerance "
                    "(Anderson-accelerated fixed point), then checks the result end to end: it samples the inverted "
                    "latent back with euler over the same schedule, cfg and conditioning and measures every image's "
-                   "reconstruction PSNR. Images below target_psnr get defect-correction passes, and DDIM and "
-                   "ReNoise candidates unless the last step alone explains the shortfall; each image keeps its "
-                   "best verified answer. The node's output and log report the measured reconstruction (mean, "
-                   "worst image, images under 30 dB). ReNoise Invert keeps the paper's fixed-iteration behaviour "
-                   "instead.")
+                   "reconstruction PSNR. Images below target_psnr get defect-correction passes and DDIM and "
+                   "ReNoise candidates, unless the last step alone explains the shortfall (those get a second "
+                   "budget on that step instead); each image keeps its best verified answer. The node's output "
+                   "and log report the measured reconstruction (mean, worst image, images under 30 dB). ReNoise "
+                   "Invert keeps the paper's fixed-iteration behaviour instead.")
 
     @classmethod
     def method_inputs(cls):
@@ -213,8 +213,9 @@ class ExactInvert(InvertNode):
                            "within this fraction of how far the step moves it (RMS). The sampler can amplify these "
                            "landing errors on some images; target_psnr controls what you get back."),
             io.Int.Input("max_calls", default=30, min=1, max=1000,
-                         tooltip="Model-call budget per step (including the verification call); the final "
-                         "step, to sigma 0, gets twice this: it converges slowest and its error is not damped."),
+                         tooltip="Model-call budget per step. The final step, to sigma 0, gets twice this (it "
+                         "converges slowest and its error is not damped), stops once its own landing is 30 dB "
+                         "above target_psnr, and goes on for twice this again on images still below target_psnr."),
             io.Int.Input("memory", default=3, min=0, max=20,
                          tooltip="Anderson memory (0 = plain fixed-point iteration)."),
             io.Boolean.Input("fallback", default=True,
@@ -227,7 +228,8 @@ class ExactInvert(InvertNode):
                            "measure."),
             io.Int.Input("refinements", default=VERIFY_DEFAULTS["refinements"], min=0, max=20, optional=True,
                          tooltip="Defect-correction passes for images still below target_psnr (each costs about "
-                         "one inversion plus one sampling pass)."),
+                         "one inversion plus one sampling pass). Skipped where the last step alone explains the "
+                         "shortfall: that step's second budget serves those images without re-solving the rest."),
             io.Boolean.Input("candidates", default=VERIFY_DEFAULTS["candidates"], optional=True,
                              tooltip="For images below target_psnr, also try DDIM and ReNoise inversion and keep, per "
                              "image, whichever samples back best (so no such image is worse than those). Skipped "

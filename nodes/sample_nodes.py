@@ -147,8 +147,8 @@ class InversionSamplerNode(PackNode):
             io.Float.Input("tolerance", default=1e-4, min=1e-7, max=0.5, step=1e-4, round=False,
                            tooltip="(exact) landing error per step, relative to how far the step moves the latent."),
             io.Int.Input("iterations", default=30, min=1, max=1000,
-                         tooltip="(exact) model-call budget per step, twice this for the final step to sigma 0; "
-                         "(renoise) renoising iterations."),
+                         tooltip="(exact) model-call budget per step, twice this for the final step to sigma 0 "
+                         "(and twice again there for images still below 40 dB); (renoise) renoising iterations."),
         ]
 
     @classmethod
