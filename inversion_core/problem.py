@@ -175,8 +175,8 @@ class StepSolution:
     iterations: torch.Tensor          # [B] fixed-point / Newton iterations used per sample
     residual: torch.Tensor            # [B] relative error (see StepProblem.relative_error), NaN if unknown
     evaluation: Optional[Evaluation] = None   # the model evaluation the answer comes from: at exactly x where
-                                              # evaluation.x is x (``evaluation_at`` checks), else at the iterate
-                                              # whose fixed-point image x is (``AdaptiveInversion``'s free last step)
+                                              # evaluation.x is x (``evaluation_at`` checks), else at the iterate x
+                                              # was computed from (``AdaptiveInversion``'s free last step)
     fallback: Optional[torch.Tensor] = None   # [B] bool: sample redone by the fallback solver
     info: dict = field(default_factory=dict)
 
