@@ -28,8 +28,8 @@ def mse(reference: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
 
 
 def _data_range(reference: torch.Tensor) -> torch.Tensor:
-    """Per-sample peak-to-peak of the reference [B] (the module's default data range)."""
-    flat = reference.flatten(1)
+    """Per-sample peak-to-peak of the reference [B] (the module's default data range), in at least float32."""
+    flat = reference.to(torch.promote_types(reference.dtype, torch.float32)).flatten(1)
     return flat.max(dim=1).values - flat.min(dim=1).values
 
 
@@ -44,14 +44,13 @@ def psnr(reference: torch.Tensor, estimate: torch.Tensor, data_range=None) -> to
 
 def psnr_of_rms(reference: torch.Tensor, rms_error: torch.Tensor) -> torch.Tensor:
     """``psnr``'s figure for an error of known per-sample RMS [B] (same data-range convention)."""
-    data_range = _data_range(reference.to(torch.promote_types(reference.dtype, torch.float32)))
+    data_range = _data_range(reference)
     return 20.0 * torch.log10(data_range / rms_error.to(data_range.dtype))
 
 
 def rms_of_psnr(reference: torch.Tensor, psnr_db: float) -> torch.Tensor:
     """The per-sample RMS error [B] at which ``psnr`` would read ``psnr_db`` (``psnr_of_rms``'s inverse)."""
-    data_range = _data_range(reference.to(torch.promote_types(reference.dtype, torch.float32)))
-    return data_range * 10.0 ** (-float(psnr_db) / 20.0)
+    return _data_range(reference) * 10.0 ** (-float(psnr_db) / 20.0)
 
 
 def implied_noise(latent: torch.Tensor, sigma, parametrization: str,

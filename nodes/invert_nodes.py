@@ -16,7 +16,7 @@ from ..inversion_core.easyinv import EASYINV_PRESETS, EasyInv
 from ..inversion_core.regularizers import NoiseRegularizer
 from ..inversion_core.renoise import FIRST_STEP_RULES, ReNoise
 from ..inversion_core.rnri import RNRI, VARIANTS as RNRI_VARIANTS, GradientUnavailable
-from ..inversion_core.verified import exact_solver
+from ..inversion_core.verified import HEADROOM_DB, exact_solver
 from . import autograd_clone, inversion_run, validation
 from .record import INVERSION
 from .schema import PackNode
@@ -214,8 +214,9 @@ class ExactInvert(InvertNode):
                            "landing errors on some images; target_psnr controls what you get back."),
             io.Int.Input("max_calls", default=30, min=1, max=1000,
                          tooltip="Model-call budget per step. The final step, to sigma 0, gets twice this (it "
-                         "converges slowest and its error is not damped), stops once its own landing is 30 dB "
-                         "above target_psnr, and goes on for twice this again on images still below target_psnr."),
+                         f"converges slowest and its error is not damped), stops once its own landing is "
+                         f"{HEADROOM_DB:g} dB above target_psnr, and goes on for twice this again on images still "
+                         "below target_psnr."),
             io.Int.Input("memory", default=3, min=0, max=20,
                          tooltip="Anderson memory (0 = plain fixed-point iteration)."),
             io.Boolean.Input("fallback", default=True,
