@@ -88,26 +88,34 @@ class GaussianMixture:
             x = x + torch.einsum("br,br...->b...", z, self.factors[k])
         return x
 
-    def posterior_mean(self, u: torch.Tensor, alpha, beta) -> torch.Tensor:
-        """E[x0 | u = alpha x0 + beta eps] for a batch u [B, *shape]; alpha, beta scalars or [B]."""
+    def posterior_mean(self, u: torch.Tensor, alpha, beta, log_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """E[x0 | u = alpha x0 + beta eps] for a batch u [B, *shape]; alpha, beta scalars or [B]. ``log_weights``
+        [B, K] replaces the mixture's log weights per sample (a class prior over the components, unnormalised:
+        -inf drops a component)."""
+        log_lik, cond_mean = self.component_terms(u, alpha, beta)
+        prior = self.log_weights.to(u.device, log_lik.dtype) if log_weights is None \
+            else log_weights.to(u.device, log_lik.dtype)
+        w = torch.softmax(prior + log_lik, dim=1)                                 # [B, K]
+        w = w.reshape(w.shape + (1,) * (cond_mean.ndim - 2))
+        out = (w * cond_mean).sum(dim=1)
+        return out.to(torch.promote_types(u.dtype, torch.float32))
+
+    def component_terms(self, u: torch.Tensor, alpha, beta):
+        """(log N(u; alpha mu_k, C_k) [B, K], E[x0 | u, k] [B, K, *shape]) for u = alpha x0 + beta eps."""
         if self.factors is not None:
-            return self._posterior_mean_low_rank(u, alpha, beta)
+            return self._component_terms_low_rank(u, alpha, beta)
         work = torch.promote_types(u.dtype, torch.float32)
         means, stds = self.means.to(u.device, work), self.stds.to(u.device, work)
         u = u.to(work)
         alpha = per_sample(torch.as_tensor(alpha, dtype=work, device=u.device), u).unsqueeze(1)
         beta = per_sample(torch.as_tensor(beta, dtype=work, device=u.device), u).unsqueeze(1)
-        uk = u.unsqueeze(1)                                    # [B, 1, *shape]
         var = alpha ** 2 * stds ** 2 + beta ** 2               # [B, K, *shape]
-        resid = uk - alpha * means
+        resid = u.unsqueeze(1) - alpha * means
         dims = tuple(range(2, resid.ndim))
         log_lik = -0.5 * ((resid ** 2 / var) + torch.log(var) + math.log(2 * math.pi)).sum(dim=dims)
-        w = torch.softmax(self.log_weights.to(u.device, work) + log_lik, dim=1)        # [B, K]
-        cond_mean = means + alpha * stds ** 2 / var * resid
-        w = w.reshape(w.shape + (1,) * len(dims))
-        return (w * cond_mean).sum(dim=1)
+        return log_lik, means + alpha * stds ** 2 / var * resid
 
-    def _posterior_mean_low_rank(self, u: torch.Tensor, alpha, beta) -> torch.Tensor:
+    def _component_terms_low_rank(self, u: torch.Tensor, alpha, beta):
         """The low-rank-plus-diagonal case (module docstring), in float64 whatever u's dtype."""
         work = torch.float64
         batch = u.shape[0]
@@ -131,11 +139,17 @@ class GaussianMixture:
         logdet = torch.log(diag).sum(dim=2) + 2 * torch.log(torch.diagonal(chol, dim1=2, dim2=3)).sum(dim=2)
         n = x.shape[1]
         log_lik = -0.5 * ((resid * cinv).sum(dim=2) + logdet + n * math.log(2 * math.pi))
-        w = torch.softmax(self.log_weights.to(u.device, work) + log_lik, dim=1)  # [B, K]
         cov_cinv = var0 * cinv + torch.einsum("bkr,krn->bkn", torch.einsum("krn,bkn->bkr", factors, cinv), factors)
         cond_mean = means + alpha * cov_cinv
-        out = (w.unsqueeze(2) * cond_mean).sum(dim=1)
-        return out.reshape(u.shape).to(torch.promote_types(u.dtype, torch.float32))
+        return log_lik, cond_mean.reshape(batch, -1, *self.shape)
+
+    def log_density(self, x0: torch.Tensor, log_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(x0) [B] of clean latents (alpha 1, beta 0), with optional per-sample log weights [B, K]."""
+        log_lik, _ = self.component_terms(x0, 1.0, 0.0)
+        prior = self.log_weights.to(x0.device, log_lik.dtype) if log_weights is None \
+            else log_weights.to(x0.device, log_lik.dtype)
+        prior = prior - torch.logsumexp(prior.expand(log_lik.shape), dim=-1, keepdim=True)
+        return torch.logsumexp(prior + log_lik, dim=1)
 
     def denoiser(self, parametrization: str):
         """fn(x [B, *shape], sigma [B]) -> D(x, sigma), the exact x0 estimate in the given parametrization."""
