@@ -48,6 +48,17 @@ def pytest_report_header(config):
     return f"ComfyUI: {version} at {d}"
 
 
+CORE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "core")
+
+
+def pytest_collection_modifyitems(config, items):
+    """tests/core is the math alone (no ComfyUI): host-independent as a whole (scripts/test.sh also leaves the
+    folder out on the other hosts, which saves collecting it)."""
+    for item in items:
+        if os.path.commonpath([str(item.path), CORE_DIR]) == CORE_DIR:
+            item.add_marker(pytest.mark.host_independent)
+
+
 def _host_missing(reason: str):
     if os.environ.get("EXACT_INVERSION_REQUIRE_HOST") == "1":
         pytest.fail(reason, pytrace=False)
