@@ -11,8 +11,9 @@ Fixtures (session scope unless noted)
   pytest runs under the ComfyUI interpreter.
 * ``pack_nodes``: [{"class", "node_id", "v3"}] of the pack's NODE_LIST as ComfyUI imports it.
 * ``graph`` (function scope): an empty ``devkit.harness.Graph``.
-* ``demo_server`` (module scope): a ComfyServer with the pack, ``demo_pack/`` and the support pack: the showcase's
-  ComfyUI (``showcase.client.make_base_dir``) plus the test nodes (e.g. InvTestEvalLatents).
+* ``demo_server``: a ComfyServer with the pack, ``demo_pack/`` and the support pack: the showcase's ComfyUI
+  (``showcase.client.make_base_dir``) plus the test nodes (e.g. InvTestEvalLatents). One for the session (two
+  modules use it; it starts in ~10-25 s), launched at session start like ``server``.
 
 ``devkit`` (``dev/devkit``, on sys.path through ``pythonpath`` in pyproject.toml) is the harness and model
 library; ``inversion_core`` is importable in tests (registered in sys.modules by ``devkit.import_repo_package``,
@@ -45,6 +46,17 @@ def pytest_report_header(config):
         if (d / "main.py").is_file():
             version = "unknown version"
     return f"ComfyUI: {version} at {d}"
+
+
+CORE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "core")
+
+
+def pytest_collection_modifyitems(config, items):
+    """tests/core is the math alone (no ComfyUI): host-independent as a whole (scripts/test.sh also leaves the
+    folder out on the other hosts, which saves collecting it)."""
+    for item in items:
+        if os.path.commonpath([str(item.path), CORE_DIR]) == CORE_DIR:
+            item.add_marker(pytest.mark.host_independent)
 
 
 def _host_missing(reason: str):
@@ -88,13 +100,14 @@ def _server_process(tmp_path_factory, comfy_dir, comfy_python, test_models_dir):
 
 @pytest.fixture(scope="session", autouse=True)
 def _prestart_server(request):
-    """Launch the server at session start (without waiting) when any selected test uses it, so its ~5 s start-up
-    overlaps with the in-process ComfyUI import and the first tests."""
-    if any("server" in getattr(item, "fixturenames", ()) for item in request.session.items):
-        try:
-            request.getfixturevalue("_server_process")
-        except (pytest.skip.Exception, pytest.fail.Exception):
-            pass  # re-raised where a test really asks for the server
+    """Launch the servers at session start (without waiting) when any selected test uses them, so their start-up
+    (~5 s; the demo server's ~10-25 s) overlaps with the in-process ComfyUI import and the first tests."""
+    for name, process in (("server", "_server_process"), ("demo_server", "_demo_server_process")):
+        if any(name in getattr(item, "fixturenames", ()) for item in request.session.items):
+            try:
+                request.getfixturevalue(process)
+            except (pytest.skip.Exception, pytest.fail.Exception):
+                pass  # re-raised where a test really asks for the server
 
 
 @pytest.fixture(scope="session")
@@ -130,14 +143,19 @@ def graph():
     return ch.Graph()
 
 
-@pytest.fixture(scope="module")
-def demo_server(tmp_path_factory, comfy_dir, comfy_python):
-    """A ComfyUI server with the pack, demo_pack/ and the support pack (as the showcase, plus the test nodes)."""
+@pytest.fixture(scope="session")
+def _demo_server_process(tmp_path_factory, comfy_dir, comfy_python):
     client = devkit.import_repo_module("showcase.client")
     base = client.make_base_dir(tmp_path_factory.mktemp("comfy_demo"))
     (base / "custom_nodes" / ch.SUPPORT_LINK_NAME).symlink_to(ch.SUPPORT_PACK_DIR, target_is_directory=True)
-    srv = ch.ComfyServer(comfy_dir, comfy_python, base).start()
+    srv = ch.ComfyServer(comfy_dir, comfy_python, base).launch()
     try:
         yield srv
     finally:
         srv.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_server(_demo_server_process):
+    """A ComfyUI server with the pack, demo_pack/ and the support pack (as the showcase, plus the test nodes)."""
+    return _demo_server_process.wait_ready()

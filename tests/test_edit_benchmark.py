@@ -5,6 +5,9 @@ three methods (its own process, the real host) and checks the report: Exact Inve
 than DDIM's, and DDIM's than img2img's, at every sampling cfg; Exact reconstructs; the masked edit keeps the source
 outside the mask; on the learned digits model (all 100 held-out digits) Exact reconstructs better than DDIM and
 edits at cfg 3 succeed; the tables and the plot are written.
+
+Host-independent (run on the default ComfyUI only): it checks the benchmark's code and report; the edit nodes in
+each ComfyUI are covered by test_edit_workflows.py and test_nodes_edit.py on every host.
 """
 from __future__ import annotations
 
@@ -12,7 +15,11 @@ import json
 import os
 import subprocess
 
+import pytest
+
 from devkit import harness as ch
+
+pytestmark = pytest.mark.host_independent
 
 
 def test_edit_benchmark_slice(tmp_path, comfy_dir, comfy_python):

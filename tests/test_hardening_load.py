@@ -15,6 +15,10 @@ RSS at once): keeping an INVERSION per prompt (3 latents, 0.75 MiB) would add 60
 prompts apart); the bound catches any per-prompt retention above ~0.56 MiB. The measured numbers are printed
 (``LOAD |`` lines).
 Interrupted runs are checked exactly, in-process: no tensor of an interrupted run survives it.
+
+The 120-prompt load runs on the default host only (``host_independent``: what the nodes keep per prompt does not
+depend on the ComfyUI version); on every host a smoke queues one prompt per method at once and checks that all of
+them succeed, and the interrupt check runs.
 """
 from __future__ import annotations
 
@@ -80,6 +84,19 @@ def _run_queue(server, prompts, timeout=600):
 
 
 @pytest.mark.server
+def test_queued_prompts_smoke(server):
+    """Every host: one prompt per method of the rotation, queued at once, all succeed and the queue drains (latent
+    seeds after the load test's)."""
+    ids, seconds, _ = _run_queue(server, [prompt(WARMUP + PROMPTS + i) for i in range(len(ROTATION))])
+    q = server.queue()
+    assert not q["queue_running"] and not q["queue_pending"]
+    statuses = [server.history(pid)[pid]["status"]["status_str"] for pid in ids]
+    assert statuses == ["success"] * len(ROTATION), statuses
+    print(f"\nLOAD | smoke: {len(ids)} queued prompts in {seconds:.1f} s")
+
+
+@pytest.mark.server
+@pytest.mark.host_independent
 def test_hundred_queued_prompts_bounded_memory(server):
     _run_queue(server, [prompt(i) for i in range(WARMUP)])
     ids, seconds, run = _run_queue(server, [prompt(WARMUP + i) for i in range(PROMPTS)])

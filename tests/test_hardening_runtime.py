@@ -247,6 +247,7 @@ class _Bf16Network(c.ModelWrapperNode):
         return bf16
 
 
+@pytest.mark.host_independent   # the solver's precision; the host's half-precision path: the test above, every host
 def test_reconstruction_under_a_bf16_network(executor, monkeypatch):
     """Exact Invert through a bf16-rounding network from a bf16 LATENT reconstructs to the precision the network
     allows: within 3 dB of the fp32 network, or above 50 dB, where the network's own rounding (2^-8 relative) is the
@@ -307,6 +308,7 @@ def test_solver_state_is_float32_under_a_bf16_network(executor, monkeypatch):
 
 # --------------------------------------------------------------------------------------------------- bright
 @pytest.mark.server
+@pytest.mark.host_independent   # the methods' numerics on bright latents; the same nodes run in every host elsewhere
 @pytest.mark.parametrize("image", ["white", "mostly_white_photo"])
 def test_white_image_does_not_turn_black(server, image):
     """The failure reported for ReNoise (EasyInv paper: black outputs on images with large white areas): invert the
@@ -452,6 +454,9 @@ INTERRUPTS = {
     "ExactInvRNRIInvert": dict(iterations=5),                             # newton: backward passes
     "ExactInvNoiseCorrect": dict(iterations=9),
 }
+# On every host: one node (the server's interrupt path); the others repeat it per node and run on the default host
+# only (every node's own interrupt checks run on every host in test_no_model_call_after_the_interrupt).
+INTERRUPT_EVERY_HOST = "ExactInvReNoiseInvert"
 
 
 def _narrow_probe(server, name):
@@ -469,7 +474,8 @@ def narrow_before(server):
 
 
 @pytest.mark.server
-@pytest.mark.parametrize("node_id", list(INTERRUPTS))
+@pytest.mark.parametrize("node_id", [n if n == INTERRUPT_EVERY_HOST else
+                                     pytest.param(n, marks=pytest.mark.host_independent) for n in INTERRUPTS])
 def test_interrupt_mid_inversion(server, narrow_before, node_id):
     """Time one model call of the method (a 1-step run of the invert node), start a 400-step run, POST /interrupt:
     the prompt ends as interrupted within ~2 model calls (server timestamps), the next prompt works and the MODEL

@@ -21,6 +21,7 @@ def range_psnr(outputs, node):
     return outputs[node.id]["range_psnr"]
 
 
+@pytest.mark.host_independent   # the solver's end-to-end check; the host's flow path: test_nodes_reconstruct
 def test_exact_invert_verified_on_the_hard_flow_case(executor):
     """Flow, 6 steps: Exact Invert without the end-to-end check (target 0, no candidates) loses images; with its
     defaults no image is worse than DDIM Invert or ReNoise Invert (regularize off), sampled back by Inverted Sampler

@@ -10,6 +10,10 @@ INVERSION before using it.
   primitive widgets) and is refused over the server (test_hardening_inputs); here: a bogus Python object, an
   InversionRecord built with inconsistent fields, and a record tampered with after it was made (as another custom
   node could hand over) are all refused with a message naming the node and the input.
+
+The static checks and the InversionRecord checks (the record class called directly) do not depend on the ComfyUI
+version and run on the default host only (``host_independent``); the tests that run the nodes in ComfyUI run on
+every host.
 """
 from __future__ import annotations
 
@@ -81,16 +85,19 @@ def _findings(path: Path, source: str | None = None) -> list[str]:
     return found
 
 
+@pytest.mark.host_independent
 def test_pack_code_is_found():
     names = {p.relative_to(ch.REPO_ROOT).as_posix() for p in PACK_FILES}
     assert {"__init__.py", "nodes/validation.py", "nodes/record.py", "inversion_core/trajectory.py"} <= names
 
 
+@pytest.mark.host_independent
 @pytest.mark.parametrize("path", PACK_FILES, ids=lambda p: p.relative_to(ch.REPO_ROOT).as_posix())
 def test_no_pickle_eval_network_or_processes(path):
     assert _findings(path) == []
 
 
+@pytest.mark.host_independent
 def test_the_scanner_catches_what_it_should(tmp_path):  # noqa: D103
     """The AST scan flags each forbidden pattern (so an empty result above means something)."""
     bad = tmp_path / "bad.py"
@@ -109,6 +116,7 @@ def test_the_scanner_catches_what_it_should(tmp_path):  # noqa: D103
     assert not any("docstring" in f for f in findings)
 
 
+@pytest.mark.host_independent
 def test_files_are_read_only_as_safetensors():
     """The pack opens no files itself except through safetensors (and writes none)."""
     offenders = []
@@ -219,6 +227,7 @@ def _cases(names):
 
 
 @pytestmark_torch
+@pytest.mark.host_independent   # the record class itself, called directly (the executor only imports the pack)
 @pytest.mark.parametrize("case", _cases(BOGUS_FIELDS))
 def test_inversion_record_refuses_inconsistent_fields(executor, case):
     record = _pack_module("nodes.record")

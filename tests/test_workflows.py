@@ -17,6 +17,10 @@ scripts/make_workflows.py).
   wiring of their workflows is checked once more with the inversion swapped for the exact solver.
 * The showcase (scripts/showcase.sh, showcase/, demo_pack/) is not run in CI (it needs scikit-image): its prompts are
   checked against /object_info, and run in a server with demo_pack/ on the committed eval latents of its photos.
+
+The checks of the files alone (no ComfyUI: twins, the validator on hand-made broken files, old and new save nodes)
+run on the default host only (``host_independent``); everything checked against a host's /object_info or run in it
+runs on every host.
 """
 from __future__ import annotations
 
@@ -66,6 +70,7 @@ def _api(name: str) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- the files
+@pytest.mark.host_independent
 def test_every_workflow_has_an_api_twin():
     assert len(NAMES) >= 9, NAMES
     twins = sorted(p.stem for p in API_DIR.glob("*.json"))
@@ -104,6 +109,7 @@ def test_files_are_what_the_generator_writes(object_info):
     assert not stale, f"regenerate with `python scripts/make_workflows.py`: {stale}"
 
 
+@pytest.mark.host_independent
 def test_validator_catches_broken_files():
     """The checks above are only worth something if they fail on broken files."""
     info = {
@@ -140,6 +146,7 @@ def test_validator_catches_broken_files():
     assert broken(lambda u: node(u, "KSampler").__setitem__("type", "KSamplerNope"))
 
 
+@pytest.mark.host_independent
 def test_files_fit_old_and_new_save_nodes():
     """ComfyUI 0.33.0 gave SaveImage an IMAGE output (0.3.52 / 0.3.75: none). A committed file must be the same
     whichever host generates it and valid on both: an output node lists no slot after its last linked one (the new
