@@ -80,6 +80,16 @@ async def _cdp(ws_url: str, expressions: list, timeout: float = 60) -> list:
                 if time.monotonic() - t0 > timeout:
                     raise TimeoutError("the frontend did not start")
                 await asyncio.sleep(0.5)
+            # a fresh frontend then loads its default graph, which could replace the first workflow loaded before
+            # it (seen with frontend 1.49.6): wait for it, up to 15 s
+            loaded = "((window.app ?? window.comfyAPI?.app?.app).graph._nodes.length > 0)"
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 15:
+                answer = await call("Runtime.evaluate", {"expression": loaded, "returnByValue": True})
+                if answer.get("result", {}).get("result", {}).get("value"):
+                    break
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(1.0)
             await call("Emulation.setDeviceMetricsOverride",
                        {"width": 3000, "height": 1400, "deviceScaleFactor": 1, "mobile": False})
             for expression in expressions:
