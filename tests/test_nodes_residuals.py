@@ -139,6 +139,8 @@ def test_capture_costs_and_exact_invert_costs_nothing(executor):
     m, pos, lat = c.model(g), c.cond(g), c.latent(g, batch=2)
     steps = 6
     invs = {label: c.invert(g, node_id, m, pos, pos, lat, steps, **params) for label, node_id, params in METHODS}
+    for inv in invs.values():     # an output node runs each inversion (its summary is the invert node's ui)
+        c.compare(g, lat, c.inverted_sampler(g, m, pos, pos, inv.out(c.INVERSION)))
     out = c.run(executor, g)
     digests = {label: c.summary(out, inv) for label, inv in invs.items()}
     calls = {label: d["residual_calls"] for label, d in digests.items()}
