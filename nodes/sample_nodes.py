@@ -55,7 +55,8 @@ class InvertedSampler(PackNode):
                    "an edited conditioning it gives the edit. Edit strength below 1 keeps more of the source: the "
                    "first steps replay the source trajectory. A noise_mask on the latent (SetLatentNoiseMask) edits "
                    "inside the mask and keeps the source outside it. Without an INVERSION it samples a LATENT (from "
-                   "an invert node's latent output) with euler over SIGMAS.")
+                   "an invert node's latent output) with euler over SIGMAS. With residuals 'all' every step also adds "
+                   "what the inversion's own step missed of the stored trajectory (see that input).")
 
     @classmethod
     def schema_inputs(cls):
