@@ -124,9 +124,10 @@ def describe_run(result) -> str:
     residuals = [r for r in residuals if math.isfinite(r)]
     worst = f"{max(residuals):.2g}" if residuals else "unknown"
     fallbacks = sum(1 for s in result.stats if any(s.fallback or []))
-    line = (f"inverted {len(result.stats)} steps, batch {result.latent.shape[0]}, {result.model_calls} model calls"
-            f"{f' ({result.residual_calls} for the residuals)' if result.residuals is not None else ''}, "
+    line = (f"inverted {len(result.stats)} steps, batch {result.latent.shape[0]}, {result.model_calls} model calls, "
             f"worst landing error {worst}, {fallbacks} step(s) with a fallback")
+    if result.residuals is not None:
+        line += f", residuals stored ({result.residual_calls} of the model calls)"
     if result.verification is not None:
         line += "; verified: " + result.verification.describe()
     return line
