@@ -4,12 +4,12 @@
 reverse) it builds the step problem (``problem``, eq. 1) from the latent already found at sigma_{i+1} and the
 step's noise, asks a ``StepSolver`` for x at sigma_i, and, for stochastic samplers, corrects the stored noise
 so that replaying the step lands on the latent below (exactly, or with ReNoise's damped rule). ``sample`` is
-the matching forward sampler that replays given noises.
+the matching forward sampler that replays given noises and adds stored residuals (``residuals``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -51,6 +51,12 @@ class Inversion:
     verification: Optional[object] = None   # ``verified.Verification`` when the run was verified end to end
     image_evaluations: int = 0              # images evaluated by those calls (fewer than calls x batch with
                                             # ``independent``: converged samples leave the batch)
+    # per forward step i: latents[i+1] minus the sampler's step from latents[i] (None = zero); ``residuals``
+    residuals: Optional[list] = None
+    residual_calls: int = 0                 # the model calls capturing them cost (included in model_calls)
+    # per forward step i: D(latents[i], sigmas[i]) where the run evaluated exactly that whole batch, else None
+    # (``residuals.capture_residuals`` reuses them instead of calling the model again)
+    evaluations: Optional[list] = field(default=None, repr=False)
 
     @property
     def latent(self) -> torch.Tensor:
@@ -133,9 +139,12 @@ def invert(
     latents = [None] * len(sigmas)
     latents[-1] = x0
     stats = []
+    evaluations = [None] * len(steps)
+    den.trace = []
     solver.reset()
     for k, step in enumerate(reversed(steps)):
         monitor.check()
+        den.trace.clear()
         x_lo = latents[step.index + 1]
         noise = noises[step.index]
         problem = StepProblem(
@@ -158,13 +167,19 @@ def invert(
                 noises[step.index] = damped_noise(noise, exact, monitor=monitor)
             correction_gap = batch_rms(noises[step.index] - exact).tolist()
         latents[step.index] = x_hi
+        # the forward steps from x_hi (this step) and from x_lo (DDIM "current" evaluates there) need D at exactly
+        # those latents: keep the run's own evaluation when it made one
+        for j in (step.index, step.index + 1):
+            if j < len(steps) and evaluations[j] is None:
+                evaluations[j] = den.recall(latents[j], steps[j].sigma_hi)
         fallback = solution.fallback.tolist() if solution.fallback is not None else [False] * x0.shape[0]
         stats.append(StepStats(step.index, step.sigma_lo, step.sigma_hi, solution.iterations.tolist(),
                                solution.residual.tolist(), den.calls - calls_before, fallback, correction_gap))
         monitor.step({"i": k, "x": x_hi, "sigma": step.sigma_hi, "denoised": solution.evaluation.denoised
                       if solution.evaluation is not None else x_hi})
+    den.trace = None
     return Inversion(sigmas.to(dtype), latents, noises, stats, step_kind, parametrization, solver.name, den.calls,
-                     image_evaluations=den.image_evaluations)
+                     image_evaluations=den.image_evaluations, evaluations=evaluations)
 
 
 def sample(
@@ -180,19 +195,30 @@ def sample(
     generator: Optional[torch.Generator] = None,
     monitor: Monitor = SILENT,
     return_trajectory: bool = False,
+    residuals: Optional[list] = None,
+    callback: Optional[Callable[[dict], None]] = None,
 ):
-    """Forward sampler (Euler / Euler-ancestral / LCM as in k-diffusion) replaying ``noises`` where given."""
+    """Forward sampler (Euler / Euler-ancestral / LCM as in k-diffusion) replaying ``noises`` where given.
+
+    ``residuals`` (per step, None = zero; ``Inversion.residuals``): added after each step, x_{i+1} = F_i(x_i) + r_i,
+    so that from an inversion's latents[0] with its own denoiser the sampler visits every stored latent.
+    ``callback``: called before each step's update with {"i", "x", "sigma", "denoised"} (k-diffusion's keys)."""
     sigmas = torch.as_tensor(sigmas).detach().flatten().to(torch.float64).cpu()
     dtype = torch.promote_types(x.dtype, torch.float32)
     x = x.to(dtype)
     den = Denoiser(denoise, monitor, dtype)
     trajectory = [x]
     for step in make_steps(step_kind, sigmas, parametrization, eta, s_noise):
-        d = derivative(x, den(x, step.sigma_hi), step.sigma_hi)
+        denoised = den(x, step.sigma_hi)
+        if callback is not None:
+            callback({"i": step.index, "x": x, "sigma": step.sigma_hi, "denoised": denoised})
+        d = derivative(x, denoised, step.sigma_hi)
         noise = None
         if step.stochastic:
             noise = noises[step.index] if noises is not None and noises[step.index] is not None else \
                 torch.randn(x.shape, generator=generator, dtype=dtype).to(x.device)
         x = step.forward(x, d, noise)
+        if residuals is not None and residuals[step.index] is not None:
+            x = x + residuals[step.index].to(device=x.device, dtype=dtype)
         trajectory.append(x)
     return (x, trajectory) if return_trajectory else x

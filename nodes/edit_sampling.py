@@ -13,6 +13,10 @@ blends with ``latents[i]`` at sigma_i instead of a re-noised source: inside the 
 trajectory, per step, and the clean source outside at the end. The mask is ComfyUI's (``prepare_mask`` in the
 guider, so a LATENT's ``noise_mask`` from SetLatentNoiseMask or an inpaint encode works at any resolution), and
 ``model_options["denoise_mask_function"]`` is honoured as in core.
+
+Residuals. With ``residuals`` and a record that stores them, the steps are ``handoff.residual_sampler``'s from step
+``start`` on (each adds that step's stored residual), so with the source conditioning the masked and later-start
+paths also sample back onto the stored latents.
 """
 from __future__ import annotations
 
@@ -61,8 +65,11 @@ class TrajectoryInpaint:
 class TrajectorySampler(comfy.samplers.KSAMPLER):
     """ComfyUI's sampler of the inversion's kind from step ``start`` of the stored trajectory, mask-aware."""
 
-    def __init__(self, record: InversionRecord, start: int, node: str):
-        base = handoff.replay_sampler(record, node)
+    def __init__(self, record: InversionRecord, start: int, node: str, residuals: bool = False):
+        if residuals and record.has_residuals:
+            base = handoff.residual_sampler(record, node, start)
+        else:
+            base = handoff.replay_sampler(record, node)
         super().__init__(base.sampler_function, base.extra_options, base.inpaint_options)
         self.record, self.start, self.node = record, int(start), node
 
@@ -92,9 +99,11 @@ def start_step(steps: int, edit_strength: float) -> int:
 
 
 def sample_edit(node: str, model, positive, negative, cfg: float, record: InversionRecord,
-                latent_image: torch.Tensor | None, noise_mask: torch.Tensor | None, edit_strength: float):
+                latent_image: torch.Tensor | None, noise_mask: torch.Tensor | None, edit_strength: float,
+                residuals: bool = False):
     """Inverted Sampler's path with an edit strength below 1 or a mask: the guider runs :class:`TrajectorySampler`
-    over ``sigmas[start:]`` (ComfyUI prepares the mask as for KSampler). Returns external-space samples."""
+    over ``sigmas[start:]`` (ComfyUI prepares the mask as for KSampler), adding the stored residuals if
+    ``residuals``. Returns external-space samples."""
     import comfy.model_management
     import comfy.utils
     import latent_preview
@@ -110,8 +119,9 @@ def sample_edit(node: str, model, positive, negative, cfg: float, record: Invers
     guider = handoff.make_guider(model, positive, negative, cfg)
     callback = latent_preview.prepare_callback(model, sigmas.numel() - 1)
     out = guider.sample(torch.zeros(latent_image.shape, dtype=torch.float32), latent_image,
-                        TrajectorySampler(record, start, node), sigmas, denoise_mask=noise_mask, callback=callback,
-                        disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=int(record.noise_seed))
+                        TrajectorySampler(record, start, node, residuals), sigmas, denoise_mask=noise_mask,
+                        callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
+                        seed=int(record.noise_seed))
     return handoff.finite_output(node, out).to(comfy.model_management.intermediate_device())
 
 

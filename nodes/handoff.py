@@ -11,9 +11,11 @@ ComfyUI's ``KSAMPLER.sample`` in ``comfy/samplers.py`` starts from
   SamplerCustomAdvanced; works for every parametrization including flow sigma = 1.
 
 Sampling back: :func:`replay_sampler` is ComfyUI's own k-diffusion sampler of the inversion's step kind replaying
-its stored noises (:class:`ReplayNoiseSampler`), started exactly at x_N (:func:`starting_at_inverted`);
-:func:`sample_back` runs it through a CFG guider (:func:`make_guider`, the guider every sampling of the pack uses,
-the inversion's own included) and :func:`finite_output` keeps NaN latents from going downstream.
+its stored noises (:class:`ReplayNoiseSampler`), started exactly at x_N (:func:`starting_at_inverted`); with stored
+residuals, :func:`residual_sampler` runs the core's forward sampler of the same step kind and adds them
+(``inversion_core.residuals``); :func:`sample_back` runs either through a CFG guider (:func:`make_guider`, the
+guider every sampling of the pack uses, the inversion's own included) and :func:`finite_output` keeps NaN latents
+from going downstream.
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ import comfy.samplers
 import comfy.utils
 import latent_preview
 
+from ..inversion_core.monitor import Monitor
+from ..inversion_core.trajectory import sample as core_sample
 from . import host_features, validation
 from .record import InversionRecord
 
@@ -163,6 +167,45 @@ def replay_sampler(record: InversionRecord, node: str = "Replay Sampler") -> com
     return starting_at_inverted(sampler, record)
 
 
+def residual_sampler(record: InversionRecord, node: str, start: int = 0) -> comfy.samplers.KSAMPLER:
+    """A KSAMPLER over ``record.sigmas[start:]`` that adds the stored residuals: the core's forward sampler of the
+    inversion's step kind (``inversion_core.trajectory.sample``, the arithmetic the residuals were taken with;
+    ComfyUI's ``sample_euler`` and friends take the same steps up to float rounding) with the stored noises, whose
+    model is ComfyUI's own (the ``KSamplerX0Inpaint`` the guider hands every sampler function, so masks, conds and
+    wrappers stay ComfyUI's). From ``latents[start]`` with the inversion's conditioning it visits every stored
+    latent. Only the stable KSAMPLER sampler-function contract is used (model, x, sigmas, extra_args, callback)."""
+    levels = record.sigmas[start:].to(torch.float64)
+
+    def sampler_function(model, x, sigmas, extra_args=None, callback=None, disable=None, **_options):
+        given = sigmas.detach().flatten().to(device="cpu", dtype=torch.float64)
+        close = given.shape == levels.shape and bool(
+            ((given - levels).abs() <= 1e-5 * levels.abs().clamp_min(1.0)).all())
+        if not close:
+            raise validation.NodeInputError(
+                f"{node}: sampling with the residuals needs the inversion's own schedule from step {start}; got sigmas "
+                f"{[round(float(v), 5) for v in given]}")
+        extra = extra_args or {}
+
+        def denoise(latent, sigma):
+            return model(latent, sigma, **extra)
+
+        def moved(tensors):
+            return [None if t is None else t.to(device=x.device, dtype=torch.float32) for t in tensors[start:]]
+
+        k_callback = None
+        if callback is not None:
+            def k_callback(info):
+                callback({"x": info["x"], "i": info["i"], "sigma": sigmas[info["i"]], "sigma_hat": sigmas[info["i"]],
+                          "denoised": info["denoised"]})
+        monitor = Monitor(None, comfy.model_management.throw_exception_if_processing_interrupted, None)
+        with validation.core_errors(node):
+            return core_sample(denoise, x, levels, step_kind=record.step_kind, parametrization=record.parametrization,
+                               noises=moved(record.noises), eta=record.eta, s_noise=record.s_noise,
+                               residuals=moved(record.residuals), monitor=monitor, callback=k_callback)
+
+    return comfy.samplers.KSAMPLER(sampler_function)
+
+
 # --------------------------------------------------------------------------------------------------- sampling back
 def make_guider(model, positive, negative, cfg: float) -> comfy.samplers.CFGGuider:
     guider = comfy.samplers.CFGGuider(model)
@@ -172,9 +215,10 @@ def make_guider(model, positive, negative, cfg: float) -> comfy.samplers.CFGGuid
 
 
 def sample_back(node: str, model, positive, negative, cfg: float, record: InversionRecord,
-                latent_image: Optional[torch.Tensor] = None) -> torch.Tensor:
+                latent_image: Optional[torch.Tensor] = None, residuals: bool = False) -> torch.Tensor:
     """Sample an INVERSION back with ComfyUI's own sampler of its step kind, replaying its noises: the
-    SamplerCustomAdvanced path (NOISE that starts at x_N; latent_image default: the inverted latent itself)."""
+    SamplerCustomAdvanced path (NOISE that starts at x_N; latent_image default: the inverted latent itself).
+    ``residuals`` and a record that stores some: :func:`residual_sampler` instead, started exactly at x_N."""
     if latent_image is None:
         process_out = model.get_model_object("process_latent_out")
         source = record.source
@@ -183,7 +227,11 @@ def sample_back(node: str, model, positive, negative, cfg: float, record: Invers
     noise = InversionNoise(record, model, node).generate_noise({"samples": latent_image})
     guider = make_guider(model, positive, negative, cfg)
     callback = latent_preview.prepare_callback(model, record.steps)
-    out = guider.sample(noise, latent_image, replay_sampler(record, node), record.sigmas.to(torch.float32),
+    if residuals and record.has_residuals:
+        sampler = starting_at_inverted(residual_sampler(record, node), record)
+    else:
+        sampler = replay_sampler(record, node)
+    out = guider.sample(noise, latent_image, sampler, record.sigmas.to(torch.float32),
                         denoise_mask=None, callback=callback, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
                         seed=int(record.noise_seed))
     return finite_output(node, out).to(comfy.model_management.intermediate_device())

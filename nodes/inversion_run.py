@@ -29,6 +29,7 @@ import comfy.utils
 import latent_preview
 
 from ..inversion_core.monitor import Monitor
+from ..inversion_core.residuals import capture_residuals
 from ..inversion_core.trajectory import invert
 from ..inversion_core.verified import invert_verified
 from . import model_errors, validation
@@ -125,6 +126,8 @@ def describe_run(result) -> str:
     fallbacks = sum(1 for s in result.stats if any(s.fallback or []))
     line = (f"inverted {len(result.stats)} steps, batch {result.latent.shape[0]}, {result.model_calls} model calls, "
             f"worst landing error {worst}, {fallbacks} step(s) with a fallback")
+    if result.residuals is not None:
+        line += f", residuals stored ({result.residual_calls} of the model calls)"
     if result.verification is not None:
         line += "; verified: " + result.verification.describe()
     return line
@@ -155,13 +158,16 @@ class InversionSampler(comfy.samplers.KSAMPLER):
     add_noise off (a nonzero noise is ignored with a warning). Returns inverse_noise_scaling(sigma_top, x_top),
     so the sampler node's output LATENT is path A (zeros for flow at sigma 1). ``self.result`` holds the core's
     ``Inversion`` after a run. ``sampler_function`` is a k-diffusion style function (for code that inspects it);
-    ComfyUI calls :meth:`sample`.
+    ComfyUI calls :meth:`sample`. ``capture``: also store the residuals (``inversion_core.residuals``, for the
+    INVERSION output; their model calls are counted in the result's).
     """
 
     def __init__(self, make_solver: Callable, step_kind: str = "euler", eta: float = 1.0, s_noise: float = 1.0,
                  noise_seed: int = 0, correction: str = "exact", progress: Optional[HostProgress] = None,
-                 node: str = "Inversion Sampler", verify: Optional[dict] = None, independent: bool = False):
+                 node: str = "Inversion Sampler", verify: Optional[dict] = None, independent: bool = False,
+                 capture: bool = False):
         super().__init__(self._sampler_function)
+        self.capture = bool(capture)
         self.make_solver = make_solver
         self.verify = verify     # keyword arguments of ``invert_verified`` (end-to-end check), or None
         self.independent = bool(independent)   # the conditioning lets any sub-batch be evaluated on its own
@@ -198,6 +204,9 @@ class InversionSampler(comfy.samplers.KSAMPLER):
                 self.result = invert(denoise, x0, order, self.make_solver(), **options)
             else:
                 self.result = invert_verified(denoise, x0, order, self.make_solver, **self.verify, **options)
+            if self.capture:
+                self.result = capture_residuals(denoise, self.result, eta=self.eta, s_noise=self.s_noise,
+                                                monitor=monitor)
         log.info("%s: %s", self.node, describe_run(self.result))
         return self.result
 
@@ -270,7 +279,7 @@ def run_inversion(node: str, model, positive, negative, latent: dict, cfg: float
     guider = make_guider(run_model, positive, negative, cfg)
     progress = HostProgress(model, expected_calls)
     sampler = InversionSampler(make_solver, step_kind, eta, s_noise, noise_seed, correction, progress, node,
-                               verify=verify, independent=shared_conditioning(positive, negative))
+                               verify=verify, independent=shared_conditioning(positive, negative), capture=True)
     noise = torch.zeros(samples.shape, dtype=torch.float32, device="cpu")
     out = guider.sample(noise, samples, sampler, sigmas, denoise_mask=None, callback=None,
                         disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=int(noise_seed))
@@ -283,6 +292,7 @@ def run_inversion(node: str, model, positive, negative, latent: dict, cfg: float
     fingerprint, description = model_fingerprint(model)
     stats = {
         "model_calls": int(result.model_calls),
+        "residual_calls": int(result.residual_calls),
         "steps": [dataclasses.asdict(s) for s in result.stats],
         "latent_output_valid": bool(sampler.exit_ok),
         "notes": list(notes),
@@ -300,6 +310,8 @@ def run_inversion(node: str, model, positive, negative, latent: dict, cfg: float
         settings=dict(settings, cfg=float(cfg)), stats=stats, noise_seed=int(noise_seed),
         noise_scale=float(getattr(model.get_model_object("model_sampling"), "noise_scale", 1.0) or 1.0)
         if result.parametrization == "flow" else 1.0,
+        residuals=None if result.residuals is None else
+        [None if t is None else t.detach().to(device) for t in result.residuals],
     )
     out_latent = {k: v for k, v in latent.items() if k != "noise_mask"}
     out_latent["samples"] = out
@@ -323,6 +335,7 @@ def summary(record: InversionRecord) -> dict:
     return {
         "method": record.method, "step_kind": record.step_kind, "parametrization": record.parametrization,
         "steps": record.steps, "batch": record.batch, "model_calls": int(record.stats.get("model_calls", 0)),
+        "residual_calls": int(record.stats.get("residual_calls", 0)),
         "max_residual": max(residuals) if residuals else None,
         "fallback_steps": sum(1 for s in steps if any(s.get("fallback") or [])),
         "sigma_max": _finite(record.sigmas[0]), "sigma_min": _finite(record.sigmas[-1]),

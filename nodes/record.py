@@ -7,7 +7,10 @@ device (CPU), in float32 (float64 if the latent was float64):
 * ``latents``  N+1 tensors, ``latents[j]`` lies at ``sigmas[j]``: ``latents[0]`` is the inverted latent x_N,
   ``latents[-1]`` the latent that was inverted (the clean latent for a full or partial inversion);
 * ``noises``   N entries, the noise replayed by forward step i (sigmas[i] -> sigmas[i+1]), ``None`` for
-  deterministic steps (every step of an Euler/DDIM inversion).
+  deterministic steps (every step of an Euler/DDIM inversion);
+* ``residuals`` None (none stored: a record made before they existed) or N entries, what forward step i from
+  ``latents[i]`` misses of ``latents[i+1]`` (``None`` = zero; ``inversion_core.residuals``), added back by Inverted
+  Sampler so that it samples back onto every stored latent.
 """
 from __future__ import annotations
 
@@ -71,11 +74,14 @@ class InversionRecord:
     stats: dict = field(default_factory=dict)
     noise_seed: int = 0
     noise_scale: float = 1.0     # flow models' model_sampling.noise_scale (newer ComfyUI), applied by its samplers
+    residuals: Optional[tuple] = None
 
     def __post_init__(self):
         self.sigmas = torch.as_tensor(self.sigmas).detach().flatten().cpu()
         self.latents = tuple(self.latents)
         self.noises = tuple(self.noises)
+        if self.residuals is not None:
+            self.residuals = tuple(self.residuals)
         self.validate()
 
     def validate(self) -> "InversionRecord":
@@ -113,6 +119,16 @@ class InversionRecord:
                 raise ValueError(f"INVERSION: noise {i} has shape {tuple(getattr(t, 'shape', ()))}, not {shape}")
             if not torch.isfinite(t).all():
                 raise ValueError(f"INVERSION: noise {i} is not finite")
+        if self.residuals is not None:
+            if not isinstance(self.residuals, (tuple, list)) or len(self.residuals) != n - 1:
+                raise ValueError(f"INVERSION: residuals must be None or {n - 1} entries (one per step)")
+            for i, t in enumerate(self.residuals):
+                if t is None:
+                    continue
+                if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape:
+                    raise ValueError(f"INVERSION: residual {i} has shape {tuple(getattr(t, 'shape', ()))}, not {shape}")
+                if not torch.isfinite(t).all():
+                    raise ValueError(f"INVERSION: residual {i} is not finite")
         if not (math.isfinite(self.eta) and math.isfinite(self.s_noise) and math.isfinite(self.noise_scale)
                 and self.noise_scale > 0):
             raise ValueError("INVERSION: eta, s_noise and noise_scale must be finite (noise_scale > 0)")
@@ -133,6 +149,11 @@ class InversionRecord:
     @property
     def steps(self) -> int:
         return self.sigmas.numel() - 1
+
+    @property
+    def has_residuals(self) -> bool:
+        """True if some step stores a nonzero residual."""
+        return self.residuals is not None and any(t is not None for t in self.residuals)
 
     @property
     def inverted(self) -> torch.Tensor:

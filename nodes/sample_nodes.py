@@ -36,6 +36,15 @@ EDIT_STRENGTH_TOOLTIP = ("Fraction of the steps sampled with this conditioning (
                          "dB further away.")
 
 
+RESIDUALS = ("all", "none")
+RESIDUALS_TOOLTIP = ("With an inversion: what the inversion's step from each stored latent missed of the next one "
+                     "(its residual, stored by the invert nodes and Noise Correct). all: every sampled step adds its "
+                     "residual back, so with the inversion's conditioning and cfg the sampler passes through every "
+                     "stored latent and returns the input whatever the method; with an edited conditioning the "
+                     "same corrections are added to the edit. none: the sampler alone, as without stored "
+                     "residuals.")
+
+
 class InvertedSampler(PackNode):
     NODE_ID = "ExactInvInvertedSampler"
     DISPLAY_NAME = "Inverted Sampler"
@@ -46,7 +55,8 @@ class InvertedSampler(PackNode):
                    "an edited conditioning it gives the edit. Edit strength below 1 keeps more of the source: the "
                    "first steps replay the source trajectory. A noise_mask on the latent (SetLatentNoiseMask) edits "
                    "inside the mask and keeps the source outside it. Without an INVERSION it samples a LATENT (from "
-                   "an invert node's latent output) with euler over SIGMAS.")
+                   "an invert node's latent output) with euler over SIGMAS. With residuals 'all' every step also adds "
+                   "what the inversion's own step missed of the stored trajectory (see that input).")
 
     @classmethod
     def schema_inputs(cls):
@@ -66,6 +76,8 @@ class InvertedSampler(PackNode):
                             tooltip="Without an inversion: the schedule the latent was inverted with."),
             io.Float.Input("edit_strength", default=1.0, min=0.0, max=1.0, step=0.05, optional=True,
                            tooltip=EDIT_STRENGTH_TOOLTIP),
+            io.Combo.Input("residuals", options=list(RESIDUALS), default="all", optional=True,
+                           tooltip=RESIDUALS_TOOLTIP),
         ]
 
     @classmethod
@@ -73,7 +85,8 @@ class InvertedSampler(PackNode):
         return [io.Latent.Output(id="sampled_latent", display_name="latent")]
 
     @classmethod
-    def execute(cls, model, positive, negative, cfg, inversion=None, latent=None, sigmas=None, edit_strength=1.0):
+    def execute(cls, model, positive, negative, cfg, inversion=None, latent=None, sigmas=None, edit_strength=1.0,
+                residuals="all"):
         node = cls.DISPLAY_NAME
         validation.model(node, "model", model)
         cfg = validation.finite(node, "cfg", cfg)
@@ -89,12 +102,13 @@ class InvertedSampler(PackNode):
             strength = validation.finite(node, "edit_strength", edit_strength)
             if not 0.0 <= strength <= 1.0:
                 validation.fail(node, "edit_strength", f"must be between 0 and 1, got {strength}")
+            add = validation.choice(node, "residuals", residuals, RESIDUALS) == "all"
             mask = edit_sampling.noise_mask(node, "latent", latent)
             if mask is None and strength >= 1.0:
-                samples = handoff.sample_back(node, model, positive, negative, cfg, inversion, latent_image)
+                samples = handoff.sample_back(node, model, positive, negative, cfg, inversion, latent_image, add)
             else:
                 samples = edit_sampling.sample_edit(node, model, positive, negative, cfg, inversion, latent_image,
-                                                    mask, strength)
+                                                    mask, strength, add)
             return io.NodeOutput({"samples": samples})
         if latent is None or sigmas is None:
             validation.fail(node, "inversion", "is not connected: connect an INVERSION, or a LATENT and SIGMAS")

@@ -18,7 +18,9 @@ solver, and inversion_core's own float64-coefficient replay reproduces to ~150 d
   the rest from the 1-9 % of elements per step no float32 noise lands exactly (required >= 40 dB, test below).
 * narrow SD1.5 UNet (6 steps): ~71 dB for both samplers (required >= 40 dB, as for Exact Invert on it).
 
-Replay Sampler + NOISE and Inverted Sampler run the same computation: they must agree to float round-off.
+Replay Sampler + NOISE and Inverted Sampler with residuals "none" run the same computation: they must agree to float
+round-off. (With the default residuals "all" Inverted Sampler adds the stored residuals and lands on the input
+itself, tests/test_nodes_residuals.py; these tests are about ComfyUI's own replay.)
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from devkit import harness as ch  # noqa: E402
 def _replay_graph(g, kind, patch, sampler_name, steps, **params):
     m, pos, lat = c.model(g, kind, patch), c.cond(g, kind), c.latent(g)
     inv = c.invert(g, "ExactInvNoiseCorrect", m, pos, pos, lat, steps, sampler_name=sampler_name, **params)
-    back = c.inverted_sampler(g, m, pos, pos, inv.out(c.INVERSION))
+    back = c.inverted_sampler(g, m, pos, pos, inv.out(c.INVERSION), residuals="none")
     replay = g.node("ExactInvReplaySampler", inversion=inv.out(c.INVERSION))
     sca = c.sampler_custom_advanced(g, m, pos, pos, inv.out(c.NOISE), inv.out(c.SIGMAS), lat, sampler=replay)
     return m, pos, lat, inv, c.compare(g, lat, back), c.compare(g, back, sca.out(0))

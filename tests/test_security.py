@@ -211,6 +211,10 @@ BOGUS_FIELDS = {   # lambdas: built only when a test runs (torch)
     "NaN eta": lambda: dict(eta=float("nan")),
     "noise of the wrong shape": lambda: dict(step_kind="euler_ancestral",
                                              noises=[torch.zeros(1, 4, 4, 4), torch.zeros(1, 4, 8, 8)]),
+    "residuals missing": lambda: dict(residuals=[None]),
+    "residual of the wrong shape": lambda: dict(residuals=[None, torch.zeros(1, 4, 4, 4)]),
+    "NaN residual": lambda: dict(residuals=[torch.full((1, 4, 8, 8), float("nan")), None]),
+    "a residual that is not a tensor": lambda: dict(residuals=[[0.0], None]),
 }
 
 

@@ -132,9 +132,9 @@ def inverted_samplers(f: Flow, s: Sources, inversion: Ref, edit_negative: Ref, e
                       edit_note: str) -> tuple[Ref, Ref]:
     """Inverted Sampler twice: the reconstruction (source prompts, cfg 1) and the edit (edit prompt)."""
     recon = f.node("ExactInvInvertedSampler", title="Reconstruction", model=s.ckpt, positive=s.pos, negative=s.neg,
-                   cfg=1.0, inversion=inversion, edit_strength=1.0)
+                   cfg=1.0, inversion=inversion, edit_strength=1.0, residuals="all")
     edited = f.node("ExactInvInvertedSampler", title="Edit", note=edit_note, model=s.ckpt, positive=s.edit,
-                    negative=edit_negative, cfg=edit_cfg, inversion=inversion, edit_strength=1.0)
+                    negative=edit_negative, cfg=edit_cfg, inversion=inversion, edit_strength=1.0, residuals="all")
     return recon, edited
 
 
@@ -364,7 +364,7 @@ def exact_one_node() -> Flow:
         **invert_inputs(ckpt, pos, pos, latent, steps=20, scheduler="normal"),
         **EXACT_INVERT_DEFAULTS)
     recon = f.node("ExactInvInvertedSampler", title="Sample back", model=ckpt, positive=pos, negative=pos, cfg=1.0,
-                   inversion=inv[1], edit_strength=1.0)
+                   inversion=inv[1], edit_strength=1.0, residuals="all")
     decoded = f.node("VAEDecode", samples=recon, vae=ckpt[2])
     f.node("SaveImage", title="Reconstruction", images=decoded,
            filename_prefix="exact_inversion/exact_reconstruction")
@@ -446,12 +446,13 @@ def sd15_masked_edit() -> Flow:
         **invert_inputs(s.ckpt, s.pos, s.neg, s.latent, steps=25, scheduler="normal"),
         **EXACT_INVERT_DEFAULTS)
     recon = f.node("ExactInvInvertedSampler", title="Reconstruction", model=s.ckpt, positive=s.pos, negative=s.neg,
-                   cfg=1.0, inversion=inv[1], edit_strength=1.0)
+                   cfg=1.0, inversion=inv[1], edit_strength=1.0, residuals="all")
     edited = f.node("ExactInvInvertedSampler", title="Edit", note=(
         "**Masked edit.** The masked LATENT goes to `latent`: inside the mask the edit prompt, outside the stored "
         "source trajectory, blended per step as ComfyUI's own inpainting does. `edit_strength` below 1 replays the "
         "first steps of the source everywhere (more structure kept); raise `cfg` (3-5) for a stronger edit."),
-        model=s.ckpt, positive=s.edit, negative=s.neg, cfg=3.0, inversion=inv[1], latent=masked, edit_strength=1.0)
+        model=s.ckpt, positive=s.edit, negative=s.neg, cfg=3.0, inversion=inv[1], latent=masked, edit_strength=1.0,
+        residuals="all")
     save_results(f, s.vae, "sd15_masked_edit", recon, edited)
     return f
 

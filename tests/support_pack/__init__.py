@@ -24,6 +24,8 @@ Nodes
   per-sample max |a| as peak, inf when identical), plus "shape".
 * InvTestConditionalModel / InvTestClassConditioning / InvTestConditionalLatent / InvTestEditScore: the
   class-conditional analytic model with a known ideal edit (conditional_nodes.py).
+* InvTestWithoutResiduals(inversion) -> INVERSION: a copy of the record with no stored residuals (what an INVERSION
+  made before residuals existed looks like), to check that residuals "none" samples as before.
 * InvTestSaveTensor(latent, name) [output]: writes ``<output>/<name>.safetensors`` (keys "samples" and, if
   present, "noise_mask"; exact dtype), ui {"tensors": [{"filename", "subfolder", "type", "shape", "dtype"}]}.
 """
@@ -294,7 +296,22 @@ class InvTestSaveTensor:
                                     "shape": list(s.shape), "dtype": str(s.dtype)}]}}
 
 
+class InvTestWithoutResiduals:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"inversion": ("INVERSION",)}}
+
+    RETURN_TYPES = ("INVERSION",)
+    FUNCTION = "strip"
+    CATEGORY = CATEGORY
+
+    def strip(self, inversion):
+        import dataclasses
+        return (dataclasses.replace(inversion, residuals=None),)
+
+
 NODE_CLASS_MAPPINGS = {
+    "InvTestWithoutResiduals": InvTestWithoutResiduals,
     "InvTestTinyModel": InvTestTinyModel,
     "InvTestConditioning": InvTestConditioning,
     "InvTestAnalyticModel": InvTestAnalyticModel,
