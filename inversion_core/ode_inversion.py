@@ -20,7 +20,7 @@ log-spaced substeps from ``bottom_floor`` x sigma_1 (where the stiff growth happ
 (d at the clean latent, evaluated at the substep's upper sigma, since d is 0/0 at sigma 0). Its calls per step:
 2 x ``substeps`` on a step above 0, 2 x ``bottom_substeps`` - 1 on the last one. Each step's first evaluation is at
 its lower latent at its lower sigma, which is exactly the evaluation the forward sampler makes there, so stored
-per-step residuals (``residuals``) cost one extra call, at the top latent, and reconstruct the input exactly.
+per-step residuals (``residuals``) cost one extra call at the top latent, plus the mirrored last interval below.
 
 Sampling back. The ideal edit is the continuous transport downward too, and ComfyUI's Euler step into sigma 0,
 x_0 = D(x_1, sigma_1), shrinks a thin direction by s^2 / (s^2 + sigma_1^2) where the flow shrinks it by
@@ -87,6 +87,13 @@ class ODEInversion(StepSolver):
         low, high = math.log(self.bottom_floor * sigma_hi), math.log(sigma_hi)
         n = self.bottom_substeps - 1
         return [0.0] + [math.exp(low + (high - low) * k / n) for k in range(n + 1)]
+
+    def sampling_bottom(self, sigmas) -> list | None:
+        """``grid(0, sigma_1)`` for a schedule that ends at 0 with more than one bottom substep, else None."""
+        values = [float(v) for v in sigmas]
+        if len(values) < 2 or values[-1] != 0.0 or self.bottom_substeps == 1:
+            return None
+        return self.grid(0.0, values[-2])
 
     def solve(self, problem: StepProblem) -> StepSolution:
         if problem.stochastic:

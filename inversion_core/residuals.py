@@ -30,6 +30,9 @@ exactly that whole batch and sigma (``Inversion.evaluations``, kept by ``traject
 * DDIM "current": 1 call (each step evaluates at (latents[i+1], sigma_{i+1}), the next forward step's point; only
   the top latent is new).
 * DDIM "target", EasyInv, ReNoise, RNRI "released": N calls, one per step (their answers are never evaluated).
+* ODE inversion (``ode_inversion``): 1 call at the top latent (each Heun step starts at its lower latent, the forward
+  step's point), plus the mirrored last interval (``Inversion.bottom``): 2 x bottom_substeps - 1 calls, since the
+  sampler integrates that interval down and the residual is taken against what it lands on.
 """
 from __future__ import annotations
 
@@ -39,10 +42,11 @@ from typing import Optional
 import torch
 
 from .monitor import SILENT, Monitor
+from .ode_inversion import integrate_down
 from .problem import DenoiseFn, Denoiser
 from .spaces import derivative
 from .steps import ForwardStep, make_steps
-from .trajectory import Inversion
+from .trajectory import Inversion, mirrors_bottom
 
 
 def landing_residual(target: torch.Tensor, landed: torch.Tensor) -> Optional[torch.Tensor]:
@@ -82,6 +86,9 @@ def capture_residuals(denoise: DenoiseFn, inversion: Inversion, *, eta: float = 
     for step in steps:
         monitor.check()
         x = latents[step.index]
+        if mirrors_bottom(step, inversion.bottom):     # the sampler integrates this interval down (ODE inversion)
+            residuals.append(landing_residual(latents[step.index + 1], integrate_down(den, x, inversion.bottom)))
+            continue
         denoised = known[step.index]
         if denoised is None:
             denoised = den(x, step.sigma_hi)

@@ -15,6 +15,7 @@ import torch
 
 from .errors import InversionError, NonFiniteError
 from .monitor import SILENT, Monitor
+from .ode_inversion import integrate_down
 from .problem import DenoiseFn, Denoiser, StepProblem, StepSolver, batch_rms
 from .spaces import check_parametrization, derivative
 from .steps import make_steps
@@ -57,6 +58,9 @@ class Inversion:
     # per forward step i: D(latents[i], sigmas[i]) where the run evaluated exactly that whole batch, else None
     # (``residuals.capture_residuals`` reuses them instead of calling the model again)
     evaluations: Optional[list] = field(default=None, repr=False)
+    # the levels on which the sampler integrates the interval into sigma 0 to mirror the inversion
+    # (``ode_inversion.integrate_down``; ``StepSolver.sampling_bottom``), None = the sampler's own last step
+    bottom: Optional[list] = None
 
     @property
     def latent(self) -> torch.Tensor:
@@ -179,7 +183,13 @@ def invert(
                       if solution.evaluation is not None else x_hi})
     den.trace = None
     return Inversion(sigmas.to(dtype), latents, noises, stats, step_kind, parametrization, solver.name, den.calls,
-                     image_evaluations=den.image_evaluations, evaluations=evaluations)
+                     image_evaluations=den.image_evaluations, evaluations=evaluations,
+                     bottom=solver.sampling_bottom(sigmas))
+
+
+def mirrors_bottom(step, bottom: Optional[list]) -> bool:
+    """True for the deterministic step into sigma 0 when ``bottom`` levels are given (``Inversion.bottom``)."""
+    return bottom is not None and step.sigma_lo == 0.0 and not step.stochastic
 
 
 def sample(
@@ -197,18 +207,29 @@ def sample(
     return_trajectory: bool = False,
     residuals: Optional[list] = None,
     callback: Optional[Callable[[dict], None]] = None,
+    bottom: Optional[list] = None,
 ):
     """Forward sampler (Euler / Euler-ancestral / LCM as in k-diffusion) replaying ``noises`` where given.
 
     ``residuals`` (per step, None = zero; ``Inversion.residuals``): added after each step, x_{i+1} = F_i(x_i) + r_i,
     so that from an inversion's latents[0] with its own denoiser the sampler visits every stored latent.
-    ``callback``: called before each step's update with {"i", "x", "sigma", "denoised"} (k-diffusion's keys)."""
+    ``callback``: called before each step's update with {"i", "x", "sigma", "denoised"} (k-diffusion's keys).
+    ``bottom`` (``Inversion.bottom``): the deterministic step into sigma 0 integrates down those levels instead
+    (``ode_inversion.integrate_down``, mirroring an ODE inversion)."""
     sigmas = torch.as_tensor(sigmas).detach().flatten().to(torch.float64).cpu()
     dtype = torch.promote_types(x.dtype, torch.float32)
     x = x.to(dtype)
     den = Denoiser(denoise, monitor, dtype)
     trajectory = [x]
     for step in make_steps(step_kind, sigmas, parametrization, eta, s_noise):
+        if mirrors_bottom(step, bottom):
+            if callback is not None:
+                callback({"i": step.index, "x": x, "sigma": step.sigma_hi, "denoised": x})
+            x = integrate_down(den, x, bottom)
+            if residuals is not None and residuals[step.index] is not None:
+                x = x + residuals[step.index].to(device=x.device, dtype=dtype)
+            trajectory.append(x)
+            continue
         denoised = den(x, step.sigma_hi)
         if callback is not None:
             callback({"i": step.index, "x": x, "sigma": step.sigma_hi, "denoised": denoised})

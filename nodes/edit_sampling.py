@@ -45,6 +45,12 @@ class TrajectoryInpaint:
         for i, level in enumerate(self._levels):
             if abs(level - value) <= 1e-5 * max(1.0, abs(level)):
                 return self.record.latents[i].to(device=like.device, dtype=like.dtype)
+        if self.record.bottom is not None and 0.0 < value < self._levels[-2]:
+            # a substep of ODE Invert's last interval: the source between its two stored latents, linear in sigma
+            # (the path x0 + sigma * eps of a fixed noise, exact for ve and flow alike at these two ends)
+            w = value / self._levels[-2]
+            top, clean = self.record.latents[-2], self.record.latents[-1]
+            return (clean + w * (top - clean)).to(device=like.device, dtype=like.dtype)
         raise validation.NodeInputError(
             f"{self.node}: the sampler evaluated the model at sigma {value:.5g}, which is not a level of the "
             "inversion; a masked edit needs the inversion's own schedule")
@@ -66,8 +72,8 @@ class TrajectorySampler(comfy.samplers.KSAMPLER):
     """ComfyUI's sampler of the inversion's kind from step ``start`` of the stored trajectory, mask-aware."""
 
     def __init__(self, record: InversionRecord, start: int, node: str, residuals: bool = False):
-        if residuals and record.has_residuals:
-            base = handoff.residual_sampler(record, node, start)
+        if (residuals and record.has_residuals) or record.bottom is not None:
+            base = handoff.residual_sampler(record, node, start, residuals)
         else:
             base = handoff.replay_sampler(record, node)
         super().__init__(base.sampler_function, base.extra_options, base.inpaint_options)

@@ -167,13 +167,16 @@ def replay_sampler(record: InversionRecord, node: str = "Replay Sampler") -> com
     return starting_at_inverted(sampler, record)
 
 
-def residual_sampler(record: InversionRecord, node: str, start: int = 0) -> comfy.samplers.KSAMPLER:
+def residual_sampler(record: InversionRecord, node: str, start: int = 0,
+                     residuals: bool = True) -> comfy.samplers.KSAMPLER:
     """A KSAMPLER over ``record.sigmas[start:]`` that adds the stored residuals: the core's forward sampler of the
     inversion's step kind (``inversion_core.trajectory.sample``, the arithmetic the residuals were taken with;
     ComfyUI's ``sample_euler`` and friends take the same steps up to float rounding) with the stored noises, whose
     model is ComfyUI's own (the ``KSamplerX0Inpaint`` the guider hands every sampler function, so masks, conds and
     wrappers stay ComfyUI's). From ``latents[start]`` with the inversion's conditioning it visits every stored
-    latent. Only the stable KSAMPLER sampler-function contract is used (model, x, sigmas, extra_args, callback)."""
+    latent. Only the stable KSAMPLER sampler-function contract is used (model, x, sigmas, extra_args, callback).
+    ``residuals`` False: the same sampler without them (an ODE Invert record's last interval is still integrated
+    down its ``bottom`` levels, as the inversion went up them)."""
     levels = record.sigmas[start:].to(torch.float64)
 
     def sampler_function(model, x, sigmas, extra_args=None, callback=None, disable=None, **_options):
@@ -201,7 +204,8 @@ def residual_sampler(record: InversionRecord, node: str, start: int = 0) -> comf
         with validation.core_errors(node):
             return core_sample(denoise, x, levels, step_kind=record.step_kind, parametrization=record.parametrization,
                                noises=moved(record.noises), eta=record.eta, s_noise=record.s_noise,
-                               residuals=moved(record.residuals), monitor=monitor, callback=k_callback)
+                               residuals=moved(record.residuals) if residuals and record.residuals else None,
+                               monitor=monitor, callback=k_callback, bottom=record.bottom)
 
     return comfy.samplers.KSAMPLER(sampler_function)
 
@@ -227,8 +231,8 @@ def sample_back(node: str, model, positive, negative, cfg: float, record: Invers
     noise = InversionNoise(record, model, node).generate_noise({"samples": latent_image})
     guider = make_guider(model, positive, negative, cfg)
     callback = latent_preview.prepare_callback(model, record.steps)
-    if residuals and record.has_residuals:
-        sampler = starting_at_inverted(residual_sampler(record, node), record)
+    if (residuals and record.has_residuals) or record.bottom is not None:
+        sampler = starting_at_inverted(residual_sampler(record, node, residuals=residuals), record)
     else:
         sampler = replay_sampler(record, node)
     out = guider.sample(noise, latent_image, sampler, record.sigmas.to(torch.float32),

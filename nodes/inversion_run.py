@@ -312,6 +312,7 @@ def run_inversion(node: str, model, positive, negative, latent: dict, cfg: float
         if result.parametrization == "flow" else 1.0,
         residuals=None if result.residuals is None else
         [None if t is None else t.detach().to(device) for t in result.residuals],
+        bottom=result.bottom,
     )
     out_latent = {k: v for k, v in latent.items() if k != "noise_mask"}
     out_latent["samples"] = out

@@ -75,6 +75,7 @@ class InversionRecord:
     noise_seed: int = 0
     noise_scale: float = 1.0     # flow models' model_sampling.noise_scale (newer ComfyUI), applied by its samplers
     residuals: Optional[tuple] = None
+    bottom: Optional[tuple] = None   # levels the sampler integrates the last interval down (ODE Invert), or None
 
     def __post_init__(self):
         self.sigmas = torch.as_tensor(self.sigmas).detach().flatten().cpu()
@@ -82,6 +83,8 @@ class InversionRecord:
         self.noises = tuple(self.noises)
         if self.residuals is not None:
             self.residuals = tuple(self.residuals)
+        if self.bottom is not None:
+            self.bottom = tuple(float(v) for v in self.bottom)
         self.validate()
 
     def validate(self) -> "InversionRecord":
@@ -129,6 +132,13 @@ class InversionRecord:
                     raise ValueError(f"INVERSION: residual {i} has shape {tuple(getattr(t, 'shape', ()))}, not {shape}")
                 if not torch.isfinite(t).all():
                     raise ValueError(f"INVERSION: residual {i} is not finite")
+        if self.bottom is not None:
+            levels = list(self.bottom)
+            increasing = all(b > a for a, b in zip(levels[:-1], levels[1:], strict=True))
+            ends = len(levels) >= 3 and levels[0] == 0.0 and float(self.sigmas[-1]) == 0.0 \
+                and abs(levels[-1] - float(self.sigmas[-2])) <= 1e-5 * max(1.0, abs(levels[-1]))
+            if not (increasing and ends and all(math.isfinite(v) for v in levels)):
+                raise ValueError("INVERSION: bottom must be None or increasing levels from 0 to the last sigma above 0")
         if not (math.isfinite(self.eta) and math.isfinite(self.s_noise) and math.isfinite(self.noise_scale)
                 and self.noise_scale > 0):
             raise ValueError("INVERSION: eta, s_noise and noise_scale must be finite (noise_scale > 0)")
