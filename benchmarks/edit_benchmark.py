@@ -24,6 +24,11 @@ the same start step), masked edits (the source's left half kept; Inverted Sample
 against ComfyUI's own inpainting: SetLatentNoiseMask + SamplerCustom with fresh noise) and the main grid in
 ComfyUI's flow parametrization (N = 10, 25).
 
+Stored residuals. Inverted Sampler samples each method's own trajectory here (``residuals`` "none",
+``--residuals all`` adds them): on this affine truth the residuals make every inversion's edit the same (Euler's
+error has the same form under every class), so the tables compare the methods themselves. The residuals' effect,
+and edits against the continuous ideal on a nonlinear truth, are ``benchmarks/edit_front.py``'s.
+
 Writes ``benchmarks/EDIT_RESULTS.md``, ``benchmarks/edit_results.json`` and ``benchmarks/edit_tradeoff.png``.
 Run as a script, never with the repo root on sys.path (the pack's ``nodes/`` would shadow ComfyUI's).
 """
@@ -59,6 +64,7 @@ STRENGTHS = (1.0, 0.8, 0.6, 0.4)
 FLOW_NS = (10, 25)
 DIGIT_OFFSET = 5
 BAD_DB, BAD_SUCCESS = 30.0, 0.5
+RESIDUALS = ["none"]      # Inverted Sampler's residuals input in these tables (module docstring; --residuals)
 
 
 def log(msg: str) -> None:
@@ -136,7 +142,7 @@ class EditGraph:
             def sample(cond, w, strength=1.0, lat=None):
                 extra = {"latent": lat} if lat is not None else {}
                 return g.node("ExactInvInvertedSampler", model=self.m, positive=cond, negative=self.empty, cfg=w,
-                              inversion=inv.out(1), edit_strength=strength, **extra).out(0)
+                              inversion=inv.out(1), edit_strength=strength, residuals=RESIDUALS[0], **extra).out(0)
             return inv, sample
         if method.kind == "core":
             flip = g.node("FlipSigmas", sigmas=sig)
@@ -463,11 +469,14 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default=",".join(m.key for m in METHODS))
     ap.add_argument("--parts", default="main,source_cfg,strength,masked,flow,learned")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--residuals", choices=["none", "all"], default="none",
+                    help="Inverted Sampler's residuals input (module docstring)")
     ap.add_argument("--out", default=str(HERE))
     args = ap.parse_args(argv)
     ns = [int(x) for x in args.ns.split(",") if x]
     methods = [METHOD[k] for k in args.methods.split(",") if k]
     parts = set(args.parts.split(","))
+    RESIDUALS[0] = args.residuals
     t_start = time.perf_counter()
     host = hs.Host(threads=args.threads, extra_nodes=[("exact_inversion_demo", REPO_ROOT / "demo_pack")])
     log(f"ComfyUI {host.version()} up in {host.startup_seconds:.1f} s")

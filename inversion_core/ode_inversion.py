@@ -27,7 +27,10 @@ x_0 = D(x_1, sigma_1), shrinks a thin direction by s^2 / (s^2 + sigma_1^2) where
 s / sqrt(s^2 + sigma_1^2): an edit sampled with it is too smooth (too likely under the target class). So the
 Inverted Sampler mirrors this inversion on that interval (:func:`integrate_down`: Heun down the same levels, then
 x_0 = D(x, lowest level), 2 x ``bottom_substeps`` - 1 calls), and the stored residuals are taken against that
-sampler, so the source prompt still reconstructs exactly.
+sampler, so the source prompt still reconstructs exactly. Where the last interval is short (its upper sigma, in
+variance-exploding units, at most ``MIRROR_ABOVE``) ComfyUI's Euler step plus the stored residual edits as well and
+more cheaply, so ``mirror="auto"`` mirrors only above it (the threshold is read off the edit front,
+``benchmarks/EDIT_FRONT.md``).
 
 Without residuals the forward sampler does *not* reproduce the input from this latent (it was never meant to invert
 that sampler); use it through Inverted Sampler, or Exact Invert where the stock-sampler path must reconstruct.
@@ -40,7 +43,10 @@ import torch
 
 from .errors import InversionError
 from .problem import StepProblem, StepSolution, StepSolver
-from .spaces import derivative
+from .spaces import check_parametrization, derivative
+
+MIRROR_ABOVE = 0.15     # "auto" mirrors the last interval where its upper sigma (ve units) exceeds this
+MIRROR = ("auto", "on", "off")
 
 
 def heun(denoise, x: torch.Tensor, sigma_from: float, sigma_to: float) -> torch.Tensor:
@@ -66,11 +72,15 @@ class ODEInversion(StepSolver):
 
     name = "ode"
 
-    def __init__(self, substeps: int = 1, bottom_substeps: int = 8, bottom_floor: float = 0.05):
+    def __init__(self, substeps: int = 1, bottom_substeps: int = 8, bottom_floor: float = 0.05,
+                 mirror: str = "auto"):
         if int(substeps) < 1 or int(bottom_substeps) < 1:
             raise ValueError("substeps and bottom_substeps must be >= 1")
         if not 0.0 < float(bottom_floor) < 1.0:
             raise ValueError("bottom_floor must be in (0, 1)")
+        if mirror not in MIRROR:
+            raise ValueError(f"mirror must be one of {MIRROR}, got {mirror!r}")
+        self.mirror = mirror
         self.substeps = int(substeps)
         self.bottom_substeps = int(bottom_substeps)
         self.bottom_floor = float(bottom_floor)
@@ -88,12 +98,17 @@ class ODEInversion(StepSolver):
         n = self.bottom_substeps - 1
         return [0.0] + [math.exp(low + (high - low) * k / n) for k in range(n + 1)]
 
-    def sampling_bottom(self, sigmas) -> list | None:
-        """``grid(0, sigma_1)`` for a schedule that ends at 0 with more than one bottom substep, else None."""
+    def sampling_bottom(self, sigmas, parametrization: str = "ve") -> list | None:
+        """``grid(0, sigma_1)`` for a schedule that ends at 0 with more than one bottom substep, when ``mirror`` is
+        "on", or "auto" and sigma_1 in ve units (flow: sigma / (1 - sigma)) exceeds ``MIRROR_ABOVE``; else None."""
         values = [float(v) for v in sigmas]
-        if len(values) < 2 or values[-1] != 0.0 or self.bottom_substeps == 1:
+        if len(values) < 2 or values[-1] != 0.0 or self.bottom_substeps == 1 or self.mirror == "off":
             return None
-        return self.grid(0.0, values[-2])
+        sigma_1 = values[-2]
+        ve_sigma = sigma_1 if check_parametrization(parametrization) == "ve" else sigma_1 / max(1.0 - sigma_1, 1e-12)
+        if self.mirror == "auto" and ve_sigma <= MIRROR_ABOVE:
+            return None
+        return self.grid(0.0, sigma_1)
 
     def solve(self, problem: StepProblem) -> StepSolution:
         if problem.stochastic:

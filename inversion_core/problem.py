@@ -226,7 +226,7 @@ class StepSolver:
         answer that the driver's noise correction of a stochastic step may need. Default: one call."""
         return 1 + int(corrected)
 
-    def sampling_bottom(self, sigmas) -> Optional[list]:
+    def sampling_bottom(self, sigmas, parametrization: str = "ve") -> Optional[list]:
         """The levels on which the sampler should integrate the interval into sigma 0 to mirror this inversion
         (``ode_inversion.integrate_down``), or None: the sampler's own last step (every method but ODE
         inversion)."""

@@ -184,7 +184,7 @@ def invert(
     den.trace = None
     return Inversion(sigmas.to(dtype), latents, noises, stats, step_kind, parametrization, solver.name, den.calls,
                      image_evaluations=den.image_evaluations, evaluations=evaluations,
-                     bottom=solver.sampling_bottom(sigmas))
+                     bottom=solver.sampling_bottom(sigmas, parametrization))
 
 
 def mirrors_bottom(step, bottom: Optional[list]) -> bool:

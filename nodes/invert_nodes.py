@@ -13,6 +13,7 @@ from comfy_api.latest import io
 
 from ..inversion_core.ddim import DDIMInversion
 from ..inversion_core.easyinv import EASYINV_PRESETS, EasyInv
+from ..inversion_core.ode_inversion import MIRROR as ODE_MIRROR, ODEInversion
 from ..inversion_core.regularizers import NoiseRegularizer
 from ..inversion_core.renoise import FIRST_STEP_RULES, ReNoise
 from ..inversion_core.rnri import RNRI, VARIANTS as RNRI_VARIANTS, GradientUnavailable
@@ -418,4 +419,46 @@ class RNRIInvert(InvertNode):
                                expected_calls, notes + [message])
 
 
-INVERT_NODES = [ExactInvert, DDIMInvert, ReNoiseInvert, EasyInvInvert, RNRIInvert]
+class ODEInvert(InvertNode):
+    NODE_ID = "ExactInvODEInvert"
+    DISPLAY_NAME = "ODE Invert"
+    ADVANCED_INPUTS = ("substeps", "bottom_floor", "mirror")
+    SEARCH_ALIASES = ("probability flow inversion", "heun inversion", "edit", "ode inversion")
+    METHOD = "ode"
+    DESCRIPTION = ("Inverts along the continuous probability-flow ODE (Heun steps, with log-spaced substeps on the "
+                   "last interval, where the flow is stiffest): the noise an ideal edit starts from, not the exact "
+                   "preimage of one sampler. For edits: Inverted Sampler adds the stored residuals, so the source "
+                   "prompt gives the image back exactly, and (where that interval is long) samples the last "
+                   "interval the same way. Its LATENT "
+                   "through a stock KSampler does not reproduce the image exactly: use Exact Invert for that path.")
+
+    @classmethod
+    def method_inputs(cls):
+        return [
+            io.Int.Input("bottom_substeps", default=8, min=1, max=64,
+                         tooltip="Substeps on the last interval (down to sigma 0), log-spaced; 1 = one DDIM step. "
+                         "Costs 2 model calls per substep, here and again in Inverted Sampler."),
+            io.Int.Input("substeps", default=1, min=1, max=16,
+                         tooltip="Heun substeps on every other interval (2 model calls each)."),
+            io.Float.Input("bottom_floor", default=0.05, min=0.001, max=0.5, step=0.001,
+                           tooltip="The lowest substep level, as a fraction of the last interval's sigma."),
+            io.Combo.Input("mirror", options=list(ODE_MIRROR), default="auto",
+                           tooltip="Whether Inverted Sampler integrates the last interval down the same substeps "
+                           "(costing the same calls again) instead of one Euler step. auto: where that interval "
+                           "is long (few steps); on / off: always / never."),
+        ]
+
+    @classmethod
+    def solver(cls, model, steps, params):
+        node = cls.DISPLAY_NAME
+        values = {"substeps": int(params["substeps"]), "bottom_substeps": int(params["bottom_substeps"]),
+                  "bottom_floor": float(params["bottom_floor"]),
+                  "mirror": validation.choice(node, "mirror", params["mirror"], ODE_MIRROR)}
+        try:
+            ODEInversion(**values)
+        except ValueError as error:
+            validation.fail(node, "bottom_floor", str(error))
+        return (lambda: ODEInversion(**values)), dict(values), []
+
+
+INVERT_NODES = [ExactInvert, ODEInvert, DDIMInvert, ReNoiseInvert, EasyInvInvert, RNRIInvert]

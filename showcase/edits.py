@@ -47,6 +47,8 @@ EDIT_METHODS = (
                {"sampler_name": "euler_ancestral", "eta": 1.0, "s_noise": 1.0, "noise_seed": 0,
                 "correction": "exact", "solver": "edit_friendly", "iterations": 9}, (120, 0, 120), "square"),
     EditMethod("img2img", "img2img (fresh noise)", "", {}, (31, 119, 180), "triangle"),
+    EditMethod("ode", "ODE Invert (recommended for edits)", "ExactInvODEInvert",
+               {"bottom_substeps": 8, "substeps": 1, "bottom_floor": 0.05, "mirror": "auto"}, (0, 90, 50), "diamond"),
 )
 
 

@@ -27,6 +27,7 @@ FLOW = {"sd3", "flux"}
 NODE_PARAMS = {
     "ExactInvExactInvert": dict(tolerance=1e-3, max_calls=30, memory=3, fallback=True),
     "ExactInvDDIMInvert": dict(convention="target"),
+    "ExactInvODEInvert": dict(bottom_substeps=8, substeps=1, bottom_floor=0.05, mirror="auto"),
     "ExactInvReNoiseInvert": dict(iterations=9, average=True, average_start=8, average_end=10, first_step="first",
                                   regularize=True, lambda_pair=20.0, lambda_kl=0.065, seed=0),
     "ExactInvEasyInvInvert": dict(preset="sd1", eta=0.5, start=0.05, length=0.2, order="before"),

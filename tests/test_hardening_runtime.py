@@ -38,13 +38,14 @@ EVAL_LATENTS = ch.REPO_ROOT / "testbed" / "data" / "eval_latents.safetensors"
 CHEAP = {
     "ExactInvExactInvert": dict(max_calls=4),
     "ExactInvDDIMInvert": {},
+    "ExactInvODEInvert": dict(bottom_substeps=3),
     "ExactInvReNoiseInvert": dict(iterations=2, average_start=1, average_end=3),
     "ExactInvEasyInvInvert": {},
     "ExactInvRNRIInvert": dict(iterations=1),          # newton: autograd through a private clone
     "ExactInvNoiseCorrect": dict(iterations=2),
 }
 DISPLAY = {
-    "ExactInvExactInvert": "Exact Invert", "ExactInvDDIMInvert": "DDIM Invert",
+    "ExactInvExactInvert": "Exact Invert", "ExactInvDDIMInvert": "DDIM Invert", "ExactInvODEInvert": "ODE Invert",
     "ExactInvReNoiseInvert": "ReNoise Invert", "ExactInvEasyInvInvert": "EasyInv Invert",
     "ExactInvRNRIInvert": "RNRI Invert", "ExactInvNoiseCorrect": "Noise Correct",
 }

@@ -26,12 +26,13 @@ from devkit import harness as ch  # noqa: E402
 
 NOISE_SCALE = 8.0
 INVERT_NODES = {
-    "ExactInvExactInvert": "Exact Invert", "ExactInvDDIMInvert": "DDIM Invert",
+    "ExactInvExactInvert": "Exact Invert", "ExactInvDDIMInvert": "DDIM Invert", "ExactInvODEInvert": "ODE Invert",
     "ExactInvReNoiseInvert": "ReNoise Invert", "ExactInvEasyInvInvert": "EasyInv Invert",
     "ExactInvRNRIInvert": "RNRI Invert", "ExactInvNoiseCorrect": "Noise Correct",
 }
 CHEAP = {
-    "ExactInvExactInvert": dict(max_calls=4), "ExactInvDDIMInvert": {}, "ExactInvReNoiseInvert": dict(iterations=2),
+    "ExactInvExactInvert": dict(max_calls=4), "ExactInvDDIMInvert": {}, "ExactInvODEInvert": dict(bottom_substeps=3),
+    "ExactInvReNoiseInvert": dict(iterations=2),
     "ExactInvEasyInvInvert": {}, "ExactInvRNRIInvert": dict(variant="released", iterations=1),
     "ExactInvNoiseCorrect": dict(iterations=2),
 }

@@ -27,6 +27,7 @@ METHODS = [
     ("exact", "ExactInvExactInvert", {}),
     ("ddim_target", "ExactInvDDIMInvert", {"convention": "target"}),
     ("ddim_current", "ExactInvDDIMInvert", {"convention": "current"}),
+    ("ode", "ExactInvODEInvert", {"bottom_substeps": 4}),
     ("renoise", "ExactInvReNoiseInvert", {"iterations": 3, "average_start": 2, "average_end": 4}),
     ("easyinv", "ExactInvEasyInvInvert", {}),
     ("rnri", "ExactInvRNRIInvert", {}),
@@ -82,7 +83,7 @@ def test_learned_unet_samples_back_exactly_with_residuals(executor, label, node_
     assert min(range_psnr(out, rec)) >= EXACT_DB
 
 
-@pytest.mark.parametrize("label", ["ddim_target", "renoise", "exact", "nc_ancestral"])
+@pytest.mark.parametrize("label", ["ddim_target", "renoise", "exact", "nc_ancestral", "ode"])
 def test_masked_and_edit_strength_paths_sample_back_exactly(executor, label):
     """With the source prompt, a masked edit and a later start (edit strength 0.5) both give the image back."""
     _, node_id, params = next(m for m in METHODS if m[0] == label)
@@ -150,6 +151,7 @@ def test_capture_costs_and_exact_invert_costs_nothing(executor):
     assert exact["model_calls"] == exact["reconstruction"]["model_calls"]     # the verified run's, unchanged
     assert calls["ddim_current"] == 1
     assert calls["ddim_target"] == steps and calls["easyinv"] == steps
+    assert calls["ode"] == 1 + (2 * 4 - 1)    # the top latent, and the last interval integrated down again
     for label, n in calls.items():
-        assert 0 <= n <= steps, label
+        assert 0 <= n <= steps or label == "ode", label
     assert all(math.isfinite(d["model_calls"]) for d in digests.values())

@@ -100,3 +100,15 @@ def test_at_flow_10_steps_it_edits_closer_to_the_ideal_than_ddim_with_residuals_
     ideal_realism = float(truth.log_likelihood(ideal, 1).mean())
     assert scores["ode"][0] > scores["ddim"][0] + 3.0 and scores["ode"][1] > scores["ddim"][1] + 3.0, scores
     assert abs(scores["ode"][2] - ideal_realism) < 0.3, (scores, ideal_realism)
+
+
+@pytest.mark.parametrize("parametrization,steps,mirror,mirrored", [
+    ("flow", 10, "auto", True), ("flow", 25, "auto", False), ("ve", 25, "auto", True), ("ve", 50, "auto", False),
+    ("flow", 25, "on", True), ("flow", 10, "off", False)])
+def test_auto_mirrors_only_a_long_last_interval(parametrization, steps, mirror, mirrored):
+    """"auto" mirrors where the last non-zero sigma, in ve units, exceeds MIRROR_ABOVE (flow sigma 0.25 at 10
+    steps -> 0.33; 0.11 at 25 -> 0.125; SD1.5 simple 0.196 at 25, 0.134 at 50)."""
+    sigmas = schedule(parametrization, steps, "simple")
+    bottom = ODEInversion(mirror=mirror).sampling_bottom(sigmas, parametrization)
+    assert (bottom is not None) == mirrored
+    assert ODEInversion(bottom_substeps=1, mirror="on").sampling_bottom(sigmas, parametrization) is None
