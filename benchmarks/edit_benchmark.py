@@ -16,7 +16,7 @@ Per method, N in {4, 10, 25, 50} and sampling cfg in {1, 3, 7.5}:
 * reconstruction PSNR (sample back with prompt A at the inversion cfg), the inversion's model calls and seconds.
 Inversion at cfg 1, and separately at the sampling cfg ("source prompt's cfg").
 
-Methods: the six invert nodes (ReNoise with and without its regulariser), Noise Correct's edit-friendly
+Methods: the seven invert nodes (ReNoise with and without its regulariser), Noise Correct's edit-friendly
 trajectory (euler_ancestral) sampled by Inverted Sampler, ComfyUI core's FlipSigmas + SamplerCustom inversion, and
 img2img (no inversion: fresh noise at the same strength, SamplerCustom add_noise on). Invert nodes are sampled
 back by Inverted Sampler. Extra tables: the edit strength (Inverted Sampler ``edit_strength`` against img2img at
@@ -87,6 +87,8 @@ RENOISE = dict(iterations=9, average=True, average_start=8, average_end=10, firs
 METHODS = [
     Method("exact", "Exact Invert", "node", "ExactInvExactInvert",
            dict(tolerance=1e-3, max_calls=30, memory=3, fallback=True), PALETTE[4], "diamond"),
+    Method("ode", "ODE Invert", "node", "ExactInvODEInvert",
+           dict(bottom_substeps=8, substeps=1, bottom_floor=0.05, mirror="auto"), PALETTE[14], "diamond"),
     Method("edit_friendly", "Noise Correct (edit-friendly, euler_ancestral)", "node", "ExactInvNoiseCorrect",
            dict(sampler_name="euler_ancestral", eta=1.0, s_noise=1.0, noise_seed=0, correction="exact",
                 solver="edit_friendly", iterations=9), PALETTE[12], "square"),

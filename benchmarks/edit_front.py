@@ -273,13 +273,14 @@ COLORS = {"ddim": 8, "renoise": 3, "rnri": 5, "easyinv": 6, "exact": 4, "ode4": 
           "ode8": 14, "edit_friendly": 12}
 
 
-def plot(rows: list, path: Path, cfg: str = "1", truth: str = "hard", source: str = "data") -> None:
+def plot(rows: list, path: Path, cfg: str = "1", truth: str = "hard", source: str = "data", steps=None,
+         columns: int = 4) -> None:
     """Edit fidelity (mean dB to the ideal) against model calls per step (inversion + capture), one panel per
     parametrization and N; each method twice: without residuals (hollow line start) and with them."""
     from .png_plot import PALETTE, line_panels
     panels = []
     for param in ("ve", "flow"):
-        for n in sorted({r["steps"] for r in rows}):
+        for n in sorted({r["steps"] for r in rows} if steps is None else steps):
             group = [r for r in rows if (r["truth"], r["source"], r["parametrization"], r["steps"]) ==
                      (truth, source, param, n)]
             if not group:
@@ -295,7 +296,7 @@ def plot(rows: list, path: Path, cfg: str = "1", truth: str = "hard", source: st
                            "ylabel": f"dB to the ideal edit (cfg {cfg})", "series": series})
     if panels:
         line_panels(path, panels, f"Edit front, {truth} truth, {source} sources: each method without -> with "
-                    "residuals", columns=4, panel_size=(520, 380))
+                    "residuals", columns=columns, panel_size=(520, 380))
 
 
 def main(argv=None):
@@ -327,6 +328,7 @@ def main(argv=None):
     (args.out / f"edit_front{suffix}.json").write_text(json.dumps(rows, indent=1, allow_nan=True))
     (args.out / f"EDIT_FRONT{suffix}.md").write_text(markdown(rows, args.images))
     plot(rows, args.out / f"edit_front{suffix}.png")
+    plot(rows, args.out / f"edit_front_n10{suffix}.png", steps=[10], columns=2)
     print(f"[front] wrote {args.out}/EDIT_FRONT{suffix}.md", flush=True)
 
 

@@ -22,6 +22,7 @@ OUT_DIR = REPO_ROOT / "web" / "docs" / "img"
 GRID = REPO_ROOT / "docs" / "showcase_grid.png"          # 6 columns of 128 px tiles: Original, DDIM, ReNoise, ...
 EDITS = REPO_ROOT / "docs" / "showcase_edits.png"        # 13 rows of 88 px: source, then recon / edit per method
 CALLS = REPO_ROOT / "benchmarks" / "psnr_vs_calls.png"   # 2 x 2 panels and a legend
+FRONT = REPO_ROOT / "benchmarks" / "edit_front_n10.png"  # the edit front at N = 10 (benchmarks/edit_front.py)
 
 GRID_COLUMNS = {"original": 0, "ddim": 1, "renoise": 2, "easyinv": 3, "rnri": 4, "exact": 5}
 GRID_X0, GRID_STEP, GRID_TILE, GRID_HEIGHT = 10, 138, 128, 652
@@ -67,8 +68,15 @@ def calls_panel() -> Image.Image:
     return out.resize((1000, round(out.height * scale)), Image.LANCZOS)
 
 
+def front_panel() -> Image.Image:
+    """The edit front at 10 steps (ve and flow panels with their legend), 1000 px wide."""
+    fig = Image.open(FRONT).convert("RGB")
+    return fig.resize((1000, round(fig.height * 1000 / fig.width)), Image.LANCZOS)
+
+
 def pictures() -> dict[str, Image.Image]:
     return {
+        "ode_invert.png": front_panel(),
         "exact_invert.png": grid_pair("exact"),
         "ddim_invert.png": grid_pair("ddim"),
         "renoise_invert.png": grid_pair("renoise"),
