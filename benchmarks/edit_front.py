@@ -131,7 +131,7 @@ METHODS = [
            _plain(lambda: ODEInversion(bottom_substeps=8, mirror="off"))),
     Method("ode8_on", "ODE Invert (8 bottom substeps, mirror on)",
            _plain(lambda: ODEInversion(bottom_substeps=8, mirror="on"))),
-    Method("ode8", "ODE Invert (node defaults: 8 bottom substeps, mirror auto)", _plain(ODEInversion)),
+    Method("ode8", "ODE Invert (defaults: 8, mirror auto)", _plain(ODEInversion)),
     Method("edit_friendly", "Noise Correct (edit-friendly, euler_ancestral)",
            _plain(EditFriendly, step_kind="euler_ancestral")),
 ]
@@ -236,6 +236,38 @@ def _cell(s: dict) -> str:
     return f"{s['mean']:.1f} / {s['worst']:.1f} / {s['bad']}"
 
 
+SUMMARY_METHODS = ("ode8", "ddim", "exact", "renoise", "rnri", "edit_friendly")
+
+
+def _calls(row: dict, residuals: str) -> float:
+    """Model calls per step of a row's edit path: inversion, plus with residuals their capture and the mirrored last
+    interval's calls in the sampler beyond ComfyUI's one."""
+    extra = row["capture_calls_per_step"] + row["sampler_extra_calls"] / row["steps"] if residuals == "all" else 0.0
+    return row["calls_per_step"] + extra
+
+
+def summary(rows: list, truth: str = "hard", source: str = "data", cfg: str = "1") -> str:
+    """The README's table: per family and N, each summary method with residuals, mean / worst / under 30 dB from
+    the ideal edit, realism minus the ideal's, calls per step."""
+    names = {m: METHOD[m].label.split(" (")[0] + (" + residuals" if m != "ode8" else " (defaults) + residuals")
+             for m in SUMMARY_METHODS}
+    lines = ["| family | N | " + " | ".join(names[m] for m in SUMMARY_METHODS) + " |",
+             "|---|---|" + "---|" * len(SUMMARY_METHODS)]
+    for param in ("ve", "flow"):
+        for n in sorted({r["steps"] for r in rows}):
+            found = {r["method"]: r for r in rows if (r["truth"], r["source"], r["parametrization"], r["steps"])
+                     == (truth, source, param, n)}
+            if not all(m in found for m in SUMMARY_METHODS):
+                continue
+            cells = []
+            for m in SUMMARY_METHODS:
+                r, e = found[m], found[m]["edits"][f"{cfg}/all"]
+                cells.append(f"{_cell(e['ideal_db'])}, {e['realism'] - r['ideal'][cfg]['realism']:+.2f}, "
+                             f"{_calls(r, 'all'):.1f}")
+            lines.append(f"| {param} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def markdown(rows: list, images: int) -> str:
     lines = [
         "# The edit front: edits against the continuous ideal, per model call",
@@ -245,6 +277,13 @@ def markdown(rows: list, images: int) -> str:
         "edit in dB, mean / worst image / images under 30 dB; realism = log-likelihood per dimension under the "
         "target class (ideal's in the header); calls = model calls per step of the inversion, residual capture "
         "included; rec = worst reconstruction through the sampler without / with residuals.",
+        "",
+        "## Summary: hard truth, data sources, cfg 1, with residuals",
+        "",
+        "Cells: mean / worst / images under 30 dB from the ideal edit, realism minus the ideal edit's (nats/dim), "
+        "calls per step.",
+        "",
+        summary(rows),
     ]
     groups = {}
     for r in rows:
@@ -262,8 +301,7 @@ def markdown(rows: list, images: int) -> str:
                 for c in cfgs:
                     e = r["edits"][f"{c}/{res}"]
                     cells.append(f"{_cell(e['ideal_db'])}, real {e['realism']:.2f}, succ {e['success']:.2f}")
-                calls = r["calls_per_step"] + (r["capture_calls_per_step"] if res == "all" else 0.0) \
-                    + r["sampler_extra_calls"] / r["steps"]
+                calls = _calls(r, res)
                 rec = f"{r['reconstruction']['worst']:.1f} / {r['reconstruction_res']['worst']:.1f}"
                 lines.append(f"| {r['label']} | {calls:.1f} | {rec} | {res} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -316,7 +354,8 @@ def main(argv=None):
     torch.set_num_threads(1)
     rows = []
     if args.merge:
-        rows = [row for path in args.merge for row in json.loads(Path(path).read_text())]
+        rows = [dict(row, label=METHOD[row["method"]].label if row["method"] in METHOD else row["label"])
+                for path in args.merge for row in json.loads(Path(path).read_text())]
         args.truths = []
         args.images = max((r.get("images", args.images) for r in rows), default=args.images)
     for truth in args.truths:
