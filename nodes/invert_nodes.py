@@ -41,10 +41,8 @@ def common_inputs():
                        tooltip="Scheduler of the schedule to invert (the model's own sigmas, as KSampler)."),
         io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01,
                        tooltip="Classifier-free guidance used while inverting; sample back with the same cfg to "
-                       "reconstruct. 1 is the most invertible, needs one model evaluation per call instead of two, "
-                       "and gives the best edits: on the edit benchmark, inverting at the edit's cfg instead of 1 "
-                       "moved Exact Invert's edits about 10 dB further from the ideal edit (cfg 3) and up to 15 dB "
-                       "(cfg 7.5). Invert at 1 and raise cfg only in the sampler that edits."),
+                       "reconstruct. 1 is the most invertible and needs one model evaluation per call instead of "
+                       "two; for edits, invert at 1 and raise cfg only in the sampler that edits."),
         io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
                        tooltip="Partial inversion: invert only up to the noise level a KSampler with this denoise "
                        "starts from (sampling back with BasicScheduler(steps, denoise) + SamplerCustom)."),
@@ -197,14 +195,15 @@ class ExactInvert(InvertNode):
     ADVANCED_INPUTS = ("tolerance", "max_calls", "memory", "fallback", "refinements", "candidates")
     SEARCH_ALIASES = ("exact inversion", "reconstruct", "FlipSigmas")
     METHOD = "adaptive"
-    DESCRIPTION = ("The recommended 'give me my image back' node. Solves every inverse sampler step to a tolerance "
-                   "(Anderson-accelerated fixed point), then checks the result end to end: it samples the inverted "
-                   "latent back with euler over the same schedule, cfg and conditioning and measures every image's "
-                   "reconstruction PSNR. Images below target_psnr get defect-correction passes and DDIM and "
-                   "ReNoise candidates, unless the last step alone explains the shortfall (those get a second "
-                   "budget on that step instead); each image keeps its best verified answer. The node's output "
-                   "and log report the measured reconstruction (mean, worst image, images under 30 dB). ReNoise "
-                   "Invert keeps the paper's fixed-iteration behaviour instead.")
+    DESCRIPTION = ("The 'give me my image back through a stock sampler' node (its LATENT into KSamplerAdvanced, "
+                   "its NOISE into SamplerCustomAdvanced); for edits use ODE Invert. Solves every inverse sampler "
+                   "step to a tolerance (Anderson-accelerated fixed point), then checks the result end to end: it "
+                   "samples the inverted latent back with euler over the same schedule, cfg and conditioning and "
+                   "measures every image's reconstruction PSNR. Images below target_psnr get defect-correction "
+                   "passes and DDIM and ReNoise candidates, unless the last step alone explains the shortfall "
+                   "(those get a second budget on that step instead); each image keeps its best verified answer. "
+                   "The node's output and log report the measured reconstruction (mean, worst image, images under "
+                   "30 dB). ReNoise Invert keeps the paper's fixed-iteration behaviour instead.")
 
     @classmethod
     def method_inputs(cls):
@@ -268,9 +267,8 @@ class ReNoiseInvert(InvertNode):
     METHOD = "renoise"
     DESCRIPTION = ("ReNoise (Garibi et al., ECCV 2024): every inverse step re-noises a fixed number of times with "
                    "the model and averages the last estimates. Defaults are the official code's except the "
-                   "first-step rule and the noise regularisation (off: on the edit benchmark it moved edits away "
-                   "from the ideal edit without making them succeed more; turn it on to reproduce the paper). For "
-                   "exact reconstruction use Exact Invert.")
+                   "first-step rule and the noise regularisation (off; turn it on to reproduce the paper). Inverted "
+                   "Sampler reconstructs it exactly with the stored residuals.")
 
     @classmethod
     def method_inputs(cls):
@@ -289,12 +287,8 @@ class ReNoiseInvert(InvertNode):
                            "timestep 250). none: no special case."),
             io.Boolean.Input("regularize", default=False,
                              tooltip="The paper's noise regularisation (pair + patch-KL losses), meant to make the "
-                             "noise more editable. Off by default, measured: on the edit benchmark's conditional "
-                             "ground truth (64 images, N 4-50) it did not make edits succeed more at cfg 3 or 7.5 "
-                             "(both 0.99-1.00) while moving them 5-9 dB further from the ideal edit (N=10, cfg 3: "
-                             "30.6 dB against 39.0 dB off; cfg 1: 31.4 against 65.0) and lowering reconstruction "
-                             "to 24-27 dB (off: 32-128 dB); on the learned models it costs 20 dB or more. It also "
-                             "costs one model call per step. Turn it on to reproduce the paper."),
+                             "noise more editable; one more model call per step. Off by default (the help page "
+                             "gives the measurements); turn it on to reproduce the paper."),
             io.Float.Input("lambda_pair", default=20.0, min=0.0, max=1000.0, step=0.5,
                            tooltip="Weight of the auto-correlation (pair) loss: higher = more editable, less "
                            "faithful."),

@@ -38,9 +38,8 @@ class NoiseCorrect(InvertNode):
     DESCRIPTION = ("Inverts a stochastic sampler (euler_ancestral or lcm) and stores the noise of every step, "
                    "corrected so that replaying it lands exactly on the image: Inverted Sampler (or Replay "
                    "Sampler + NOISE in SamplerCustomAdvanced) then reproduces the input, and an edited "
-                   "conditioning gives an edit-friendly result. Measured on the edit benchmark: for edits at cfg "
-                   "3-7.5 with 10 or more steps the edit-friendly trajectory came 1-4 dB closer to the ideal edit "
-                   "than Exact Invert with half the model calls; at cfg 1 or 4 steps Exact Invert was closer.")
+                   "conditioning gives an edit-friendly result. For deterministic samplers (euler) use ODE Invert "
+                   "to edit.")
 
     @classmethod
     def method_inputs(cls):

@@ -30,10 +30,7 @@ from .schema import PackNode
 
 EDIT_STRENGTH_TOOLTIP = ("Fraction of the steps sampled with this conditioning (1 = the whole schedule). Below 1 "
                          "the first (1 - strength) x steps are the source's own stored trajectory, so the edit "
-                         "starts later and keeps more of the source's structure. Measured (edit benchmark, cfg 3, "
-                         "10 steps): strength 0.4 kept Exact Invert's edit 4.5 dB closer to the ideal edit than 1 "
-                         "at about the same success (0.98 against 1.00); img2img at the same start step stayed 25 "
-                         "dB further away.")
+                         "starts later and keeps more of the source's structure.")
 
 
 RESIDUALS = ("all", "none")
@@ -162,7 +159,8 @@ class InversionSamplerNode(PackNode):
                            tooltip="(exact) landing error per step, relative to how far the step moves the latent."),
             io.Int.Input("iterations", default=30, min=1, max=1000,
                          tooltip="(exact) model-call budget per step, twice this for the final step to sigma 0 "
-                         "(and twice again there for images still below 40 dB); (renoise) renoising iterations."),
+                         "(and twice again there for images still below the target); (renoise) renoising "
+                         "iterations."),
         ]
 
     @classmethod
