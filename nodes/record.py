@@ -58,6 +58,17 @@ def model_fingerprint(model) -> tuple[str, str]:
     return digest, description
 
 
+def _check_per_step(name: str, tensors, shape: tuple) -> None:
+    """Per-step entries are None or finite tensors of the latents' shape."""
+    for i, t in enumerate(tensors):
+        if t is None:
+            continue
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape:
+            raise ValueError(f"INVERSION: {name} {i} has shape {tuple(getattr(t, 'shape', ()))}, not {shape}")
+        if not torch.isfinite(t).all():
+            raise ValueError(f"INVERSION: {name} {i} is not finite")
+
+
 @dataclass
 class InversionRecord:
     sigmas: torch.Tensor
@@ -115,23 +126,11 @@ class InversionRecord:
                 raise ValueError(f"INVERSION: latent {j} has shape {tuple(getattr(t, 'shape', ()))}, not {shape}")
             if not torch.isfinite(t).all():
                 raise ValueError(f"INVERSION: latent {j} (sigma {float(self.sigmas[j]):.4g}) is not finite")
-        for i, t in enumerate(self.noises):
-            if t is None:
-                continue
-            if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape:
-                raise ValueError(f"INVERSION: noise {i} has shape {tuple(getattr(t, 'shape', ()))}, not {shape}")
-            if not torch.isfinite(t).all():
-                raise ValueError(f"INVERSION: noise {i} is not finite")
+        _check_per_step("noise", self.noises, shape)
         if self.residuals is not None:
             if not isinstance(self.residuals, (tuple, list)) or len(self.residuals) != n - 1:
                 raise ValueError(f"INVERSION: residuals must be None or {n - 1} entries (one per step)")
-            for i, t in enumerate(self.residuals):
-                if t is None:
-                    continue
-                if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape:
-                    raise ValueError(f"INVERSION: residual {i} has shape {tuple(getattr(t, 'shape', ()))}, not {shape}")
-                if not torch.isfinite(t).all():
-                    raise ValueError(f"INVERSION: residual {i} is not finite")
+            _check_per_step("residual", self.residuals, shape)
         if self.bottom is not None:
             levels = list(self.bottom)
             increasing = all(b > a for a, b in zip(levels[:-1], levels[1:], strict=True))

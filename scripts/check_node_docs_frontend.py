@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -194,25 +193,10 @@ def main(argv=None) -> int:
         (base / "user" / "default").mkdir(parents=True)
         (base / "user" / "default" / "comfy.settings.json").write_text(json.dumps({"Comfy.TutorialCompleted": True}))
         server = ch.ComfyServer(ch.comfyui_dir(), ch.comfyui_python(), base).start()
-        port = ch.free_port()
-        browser = subprocess.Popen([args.chromium, "--headless=new", "--no-sandbox", "--disable-gpu",
-                                    f"--remote-debugging-port={port}", f"--user-data-dir={base / 'chrome'}",
-                                    server.url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            pages = []
-            for _ in range(150):
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/json", timeout=5) as resp:
-                        pages = [p for p in json.loads(resp.read()) if p.get("type") == "page"]
-                    if pages:
-                        break
-                except OSError:
-                    pass
-                time.sleep(0.2)
-            report = asyncio.run(_check(pages[0]["webSocketDebuggerUrl"], args.node, args.screenshot))
+            with ch.headless_chromium(args.chromium, base / "chrome", server.url) as ws_url:
+                report = asyncio.run(_check(ws_url, args.node, args.screenshot))
         finally:
-            browser.terminate()
-            browser.wait(timeout=20)
             server.stop()
     failures = []
     expected = sorted(p.stem for p in docs.glob("*.md"))

@@ -18,11 +18,9 @@ import argparse
 import asyncio
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -127,30 +125,16 @@ def main(argv=None) -> int:
         (base / "user" / "default").mkdir(parents=True)
         (base / "user" / "default" / "comfy.settings.json").write_text(json.dumps({"Comfy.TutorialCompleted": True}))
         server = ch.ComfyServer(ch.comfyui_dir(), ch.comfyui_python(), base).start()
-        port = ch.free_port()
-        browser = subprocess.Popen([args.chromium, "--headless=new", "--no-sandbox", "--disable-gpu",
-                                    f"--remote-debugging-port={port}", f"--user-data-dir={base / 'chrome'}",
-                                    server.url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            for _ in range(100):
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/json", timeout=5) as resp:
-                        pages = [p for p in json.loads(resp.read()) if p.get("type") == "page"]
-                    if pages:
-                        break
-                except OSError:
-                    pass
-                time.sleep(0.2)
-            expressions = []
-            for n in names:
-                expressions.append(LOAD_AND_CONVERT % ((wf_dir / f"{n}.json").read_text(), json.dumps(n)))
-                if args.screenshots:
-                    args.screenshots.mkdir(parents=True, exist_ok=True)
-                    expressions.append((SCREENSHOT, str(args.screenshots / f"{n}.png")))
-            results = asyncio.run(_cdp(pages[0]["webSocketDebuggerUrl"], expressions))
+            with ch.headless_chromium(args.chromium, base / "chrome", server.url, attempts=100) as ws_url:
+                expressions = []
+                for n in names:
+                    expressions.append(LOAD_AND_CONVERT % ((wf_dir / f"{n}.json").read_text(), json.dumps(n)))
+                    if args.screenshots:
+                        args.screenshots.mkdir(parents=True, exist_ok=True)
+                        expressions.append((SCREENSHOT, str(args.screenshots / f"{n}.png")))
+                results = asyncio.run(_cdp(ws_url, expressions))
         finally:
-            browser.terminate()
-            browser.wait(timeout=20)
             server.stop()
     failures = 0
     for name, result in zip(names, results, strict=True):

@@ -23,6 +23,7 @@ Importing this module needs neither torch nor ComfyUI.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import json
@@ -336,6 +337,31 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def headless_chromium(chromium: str, user_dir: Path, url: str, attempts: int = 150):
+    """Headless Chromium on ``url`` with a DevTools port: yields the page's DevTools websocket URL (None if no page
+    came up in ``attempts`` x 0.2 s), and ends the browser on exit. Used by the frontend check scripts."""
+    port = free_port()
+    browser = subprocess.Popen([chromium, "--headless=new", "--no-sandbox", "--disable-gpu",
+                                f"--remote-debugging-port={port}", f"--user-data-dir={user_dir}", url],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        pages = []
+        for _ in range(attempts):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json", timeout=5) as resp:
+                    pages = [p for p in json.loads(resp.read()) if p.get("type") == "page"]
+                if pages:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        yield pages[0]["webSocketDebuggerUrl"] if pages else None
+    finally:
+        browser.terminate()
+        browser.wait(timeout=20)
 
 
 class ComfyServer(_RunnerBase):
