@@ -153,6 +153,7 @@ def save_results(f: Flow, vae: Ref, prefix: str, recon: Ref, edited: Ref | None 
 # Exact Invert's widget values in every workflow: the node's defaults (nodes/invert_nodes.py)
 EXACT_INVERT_DEFAULTS = dict(tolerance=0.0001, max_calls=30, memory=3, fallback=True, target_psnr=40.0,
                              refinements=2, candidates=True)
+ODE_INVERT_DEFAULTS = dict(bottom_substeps=8, substeps=1, bottom_floor=0.05, mirror="auto")
 
 
 def sd15_renoise() -> Flow:
@@ -400,21 +401,22 @@ def sd15_inversion_sampler() -> Flow:
 
 def sd15_invert_edit() -> Flow:
     f = Flow("sd15_invert_edit", "SD1.5: invert -> edit (the measured edit settings)",
-             "# Invert -> edit\n\n**Exact Invert** inverts the image with its own prompt at cfg 1; **Inverted "
-             "Sampler** samples it back with the source prompt (reconstruction) and with the edit prompt (edit). "
-             "The settings are the ones the edit benchmark chose (`benchmarks/EDIT_RESULTS.md`, measured on a "
-             "class-conditional ground truth with a known ideal edit): invert at cfg 1, edit at cfg 3 with the "
-             "empty prompt as negative, ReNoise's regulariser off. In CI this workflow runs on the conditional "
-             "digits demo model (a 3 edited into an 8).\n\n"
+             "# Invert -> edit\n\n**ODE Invert** inverts the image with its own prompt at cfg 1 along the "
+             "continuous probability-flow ODE; **Inverted Sampler** samples it back with the source prompt "
+             "(reconstruction: exact, through the stored residuals) and with the edit prompt (edit). The settings "
+             "are the ones the edit front chose (`benchmarks/EDIT_FRONT.md`, measured against the continuous ideal "
+             "edit on a hard class-conditional ground truth): ODE Invert with its defaults at cfg 1, residuals all, "
+             "edit at cfg 3 with the empty prompt as negative. In CI this workflow runs on the conditional digits "
+             "demo model (a 3 edited into an 8).\n\n"
              f"Model: `{SD15_CKPT}`. Image: any picture (LoadImage).")
     s = load_sources(f, SD15_CKPT, 512)
-    inv = f.node("ExactInvExactInvert", note=(
-        "**Invert at cfg 1** with the prompt that describes the image. Measured: inverting at the edit's cfg "
-        "instead put the edits about 10 dB further from the ideal edit at cfg 3 (15 dB at cfg 7.5). For guided "
-        "edits (cfg > 1) with 10 or more steps, Noise Correct (edit-friendly) was 1-4 dB closer with a third to "
-        "half the model calls; at cfg 1 or 4 steps Exact Invert was closer."),
+    inv = f.node("ExactInvODEInvert", note=(
+        "**Invert at cfg 1** with the prompt that describes the image (inverting at the edit's cfg put edits about "
+        "10 dB further from the ideal edit). ODE Invert finds the noise the continuous flow reaches, which edits "
+        "closest to the ideal edit at every step count measured; Exact Invert's exact preimage edits worst at "
+        "few steps (README, \"Edits against the continuous ideal\")."),
         **invert_inputs(s.ckpt, s.pos, s.neg, s.latent, steps=25, scheduler="normal"),
-        **EXACT_INVERT_DEFAULTS)
+        **ODE_INVERT_DEFAULTS)
     recon, edited = inverted_samplers(f, s, inv[1], edit_negative=s.neg, edit_cfg=3.0, edit_note=(
         "**Edit** with the edit prompt, the empty prompt as negative, cfg 3: higher cfg makes the edit stronger and "
         "moves it away from the source (measured: cfg 1 -> 3 -> 7.5 raised success and lowered preservation). "
@@ -425,7 +427,7 @@ def sd15_invert_edit() -> Flow:
 
 def sd15_masked_edit() -> Flow:
     f = Flow("sd15_masked_edit", "SD1.5: masked edit (invert, edit inside a mask, keep the rest)",
-             "# Masked edit: invert -> edit inside a mask\n\n**Exact Invert** inverts the whole image; **Inverted "
+             "# Masked edit: invert -> edit inside a mask\n\n**ODE Invert** inverts the whole image; **Inverted "
              "Sampler** samples it back with the edit prompt from a LATENT that carries a **noise_mask** "
              "(SetLatentNoiseMask): inside the mask the edit, outside it every step uses the source image's own "
              "stored trajectory, so the result outside the mask is the source exactly (measured on the "
@@ -439,12 +441,12 @@ def sd15_masked_edit() -> Flow:
         "its MASK output to SetLatentNoiseMask instead."),
         destination=blank, source=area, x=0, y=0, operation="add")
     masked = f.node("SetLatentNoiseMask", samples=s.latent, mask=mask)
-    inv = f.node("ExactInvExactInvert", note=(
+    inv = f.node("ExactInvODEInvert", note=(
         "**Invert at cfg 1** with the source prompt: on the edit benchmark inverting at the edit's cfg lowered the "
         "edit's match to the ideal edit by about 10 dB. The invert node inverts the whole latent (the trajectory "
         "outside the mask is what keeps the background)."),
         **invert_inputs(s.ckpt, s.pos, s.neg, s.latent, steps=25, scheduler="normal"),
-        **EXACT_INVERT_DEFAULTS)
+        **ODE_INVERT_DEFAULTS)
     recon = f.node("ExactInvInvertedSampler", title="Reconstruction", model=s.ckpt, positive=s.pos, negative=s.neg,
                    cfg=1.0, inversion=inv[1], edit_strength=1.0, residuals="all")
     edited = f.node("ExactInvInvertedSampler", title="Edit", note=(
