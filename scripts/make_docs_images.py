@@ -23,6 +23,7 @@ GRID = REPO_ROOT / "docs" / "showcase_grid.png"          # 6 columns of 128 px t
 EDITS = REPO_ROOT / "docs" / "showcase_edits.png"        # 13 rows of 88 px: source, then recon / edit per method
 CALLS = REPO_ROOT / "benchmarks" / "psnr_vs_calls.png"   # 2 x 2 panels and a legend
 FRONT = REPO_ROOT / "benchmarks" / "edit_front_n10.png"  # the edit front at N = 10 (benchmarks/edit_front.py)
+GUIDE = REPO_ROOT / "docs" / "choosing_a_node.png"       # the decision guide (scripts/make_decision_guide.py)
 
 GRID_COLUMNS = {"original": 0, "ddim": 1, "renoise": 2, "easyinv": 3, "rnri": 4, "exact": 5}
 GRID_X0, GRID_STEP, GRID_TILE, GRID_HEIGHT = 10, 138, 128, 652
@@ -77,6 +78,7 @@ def front_panel() -> Image.Image:
 def pictures() -> dict[str, Image.Image]:
     return {
         "ode_invert.png": front_panel(),
+        "choosing_a_node.png": Image.open(GUIDE).convert("RGB"),
         "exact_invert.png": grid_pair("exact"),
         "ddim_invert.png": grid_pair("ddim"),
         "renoise_invert.png": grid_pair("renoise"),
