@@ -74,9 +74,12 @@ def common_outputs():
     ]
 
 
-class InversionNode(PackNode):
-    """Schema of every node that inverts (the method nodes, Noise Correct; not registered): the common inputs, the
-    node's own (:meth:`method_inputs`) and the optional SIGMAS; the four common outputs."""
+class InvertNode(PackNode):
+    """Base of the inverting nodes (not registered): the schema every node that inverts shares (the common inputs,
+    the node's own :meth:`method_inputs` and the optional SIGMAS; the four common outputs) and the one execution
+    path of the method nodes and Noise Correct. Subclasses set the schema fields and :meth:`method_inputs`, build
+    their solver in :meth:`solver`, and may override the other hooks :meth:`execute` calls (:meth:`verification`,
+    :meth:`calls_per_step`, :meth:`schedule_settings`, :meth:`method`, :meth:`step_arguments`, :meth:`run`)."""
 
     SEARCH_ALIASES = ("invert", "inversion", "unsample", "unsampler", "reverse", "reverse sampling", "image to noise",
                       "noise")
@@ -93,18 +96,11 @@ class InversionNode(PackNode):
     def schema_outputs(cls):
         return common_outputs()
 
-
-class InvertNode(InversionNode):
-    """Base of the inverting nodes (not registered): the one execution path of the method nodes and Noise Correct.
-    Subclasses set the schema fields and :meth:`method_inputs`, build their solver in :meth:`solver`, and may
-    override the other hooks :meth:`execute` calls (:meth:`verification`, :meth:`calls_per_step`,
-    :meth:`schedule_settings`, :meth:`method`, :meth:`step_arguments`, :meth:`run`)."""
-
     METHOD = ""
 
     @classmethod
-    def solver(cls, model, steps: int, params: dict):
-        """(make_solver, settings dict, notes); the progress bar's budget is :meth:`calls_per_step` per step."""
+    def solver(cls, model, params: dict):
+        """(make_solver, settings dict); the progress bar's budget is :meth:`calls_per_step` per step."""
         raise NotImplementedError
 
     @classmethod
@@ -142,7 +138,7 @@ class InvertNode(InversionNode):
         params = {k: validation.finite(node, k, v) if isinstance(v, float) else v for k, v in params.items()}
         schedule = inversion_run.schedule(node, model, steps, scheduler, denoise, sigmas)
         n_steps = schedule.numel() - 1
-        make_solver, settings, notes = cls.solver(model, n_steps, params)
+        make_solver, settings = cls.solver(model, params)
         calls_per_step = cls.calls_per_step(make_solver)
         verify = cls.verification(params)
         if verify is not None:
@@ -150,7 +146,7 @@ class InvertNode(InversionNode):
             settings = dict(settings, **{k: (list(v) if isinstance(v, tuple) else v) for k, v in verify.items()})
         settings = dict(settings, **cls.schedule_settings(n_steps, scheduler, denoise, sigmas))
         out = cls.run(model, positive, negative, latent, cfg, schedule, make_solver, settings,
-                      n_steps * calls_per_step, notes, verify=verify, **cls.step_arguments(params))
+                      n_steps * calls_per_step, [], verify=verify, **cls.step_arguments(params))
         return io.NodeOutput(out.latent, out.record, out.noise, out.sigmas,
                              ui={"inversion": [inversion_run.summary(out.record)]})
 
@@ -181,9 +177,9 @@ class DDIMInvert(InvertNode):
                                "(ComfyUI FlipSigmas + euler).")]
 
     @classmethod
-    def solver(cls, model, steps, params):
+    def solver(cls, model, params):
         convention = validation.choice(cls.DISPLAY_NAME, "convention", params["convention"], ("target", "current"))
-        return (lambda: DDIMInversion(convention)), {"convention": convention}, []
+        return (lambda: DDIMInversion(convention)), {"convention": convention}
 
 
 VERIFY_DEFAULTS = {"target_psnr": 40.0, "refinements": 2, "candidates": True}
@@ -246,12 +242,12 @@ class ExactInvert(InvertNode):
                 "candidates": ("ddim", "renoise") if values["candidates"] else ()}
 
     @classmethod
-    def solver(cls, model, steps, params):
+    def solver(cls, model, params):
         tol, max_calls, memory = float(params["tolerance"]), int(params["max_calls"]), int(params["memory"])
         fallback = "renoise" if params["fallback"] else None
         settings = {"tolerance": tol, "max_calls": max_calls, "memory": memory, "fallback": fallback}
         return (exact_solver(cls.verification(params)["target_psnr"], tolerance=tol, max_calls=max_calls,
-                             memory=memory, fallback=fallback), settings, [])
+                             memory=memory, fallback=fallback), settings)
 
 
 def first_step_sigma(model) -> float:
@@ -299,7 +295,7 @@ class ReNoiseInvert(InvertNode):
         ]
 
     @classmethod
-    def solver(cls, model, steps, params):
+    def solver(cls, model, params):
         node = cls.DISPLAY_NAME
         iterations = int(params["iterations"])
         window = (int(params["average_start"]), int(params["average_end"]))
@@ -319,7 +315,7 @@ class ReNoiseInvert(InvertNode):
             return ReNoise(iterations=iterations, average=bool(params["average"]), window=window, first_step=rule,
                            first_step_sigma=sigma_250, regularizer=reg, reference_seed=seed)
 
-        return make, settings, []
+        return make, settings
 
 
 class EasyInvInvert(InvertNode):
@@ -350,14 +346,14 @@ class EasyInvInvert(InvertNode):
         ]
 
     @classmethod
-    def solver(cls, model, steps, params):
+    def solver(cls, model, params):
         node = cls.DISPLAY_NAME
         preset = validation.choice(node, "preset", params["preset"], list(EASYINV_PRESETS) + ["custom"])
         values = dict(EASYINV_PRESETS[preset]) if preset != "custom" else \
             {"eta": float(params["eta"]), "start": float(params["start"]), "length": float(params["length"])}
         order = validation.choice(node, "order", params["order"], ("before", "after"))
         settings = dict(values, preset=preset, order=order)
-        return (lambda: EasyInv(order=order, **values)), settings, []
+        return (lambda: EasyInv(order=order, **values)), settings
 
 
 class RNRIInvert(InvertNode):
@@ -385,11 +381,11 @@ class RNRIInvert(InvertNode):
         ]
 
     @classmethod
-    def solver(cls, model, steps, params):
+    def solver(cls, model, params):
         variant = validation.choice(cls.DISPLAY_NAME, "variant", params["variant"], RNRI_VARIANTS)
         iterations, weight = int(params["iterations"]), float(params["prior_weight"])
         settings = {"variant": variant, "iterations": iterations, "prior_weight": weight}
-        return (lambda: RNRI(variant, iterations, weight)), settings, []
+        return (lambda: RNRI(variant, iterations, weight)), settings
 
     @classmethod
     def run(cls, model, positive, negative, latent, cfg, schedule, make_solver, settings, expected_calls, notes,
@@ -443,7 +439,7 @@ class ODEInvert(InvertNode):
         ]
 
     @classmethod
-    def solver(cls, model, steps, params):
+    def solver(cls, model, params):
         node = cls.DISPLAY_NAME
         values = {"substeps": int(params["substeps"]), "bottom_substeps": int(params["bottom_substeps"]),
                   "bottom_floor": float(params["bottom_floor"]),
@@ -452,7 +448,7 @@ class ODEInvert(InvertNode):
             ODEInversion(**values)
         except ValueError as error:
             validation.fail(node, "bottom_floor", str(error))
-        return (lambda: ODEInversion(**values)), dict(values), []
+        return (lambda: ODEInversion(**values)), dict(values)
 
 
 INVERT_NODES = [ExactInvert, ODEInvert, DDIMInvert, ReNoiseInvert, EasyInvInvert, RNRIInvert]

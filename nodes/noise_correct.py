@@ -68,7 +68,7 @@ class NoiseCorrect(InvertNode):
         ]
 
     @classmethod
-    def solver(cls, model, steps, params):
+    def solver(cls, model, params):
         node = cls.DISPLAY_NAME
         validation.choice(node, "sampler_name", params["sampler_name"], SAMPLERS)
         eta = validation.finite(node, "eta", params["eta"])
@@ -91,7 +91,7 @@ class NoiseCorrect(InvertNode):
                 return ReNoise(iterations=iterations, window=window)
         settings = {"sampler_name": params["sampler_name"], "eta": eta, "s_noise": s_noise, "noise_seed": noise_seed,
                     "correction": correction, "solver": solver, "iterations": iterations}
-        return make, settings, []
+        return make, settings
 
     @classmethod
     def calls_per_step(cls, make_solver):

@@ -52,8 +52,9 @@ def test_nodes_registered_with_schema(server):
                 assert entry["input"]["required"][name][1].get("tooltip"), (node_id, name)
             for name in OPTIONAL.get(node_id, []):
                 assert entry["input"]["optional"][name][1].get("tooltip"), (node_id, name)
-    assert "give me my image back" in info["ExactInvExactInvert"]["description"]
-    assert "ReNoise Invert" in info["ExactInvExactInvert"]["description"]
+    for node_id, entry in info.items():     # every pack node says what it does in the node library
+        if node_id.startswith("ExactInv"):
+            assert len(entry.get("description", "")) > 40, node_id
 
 
 @pytest.mark.server
