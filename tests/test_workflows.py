@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import urllib.request
 import zlib
 
 import pytest
@@ -90,6 +91,18 @@ def test_templates_listed_by_the_host(server):
     """Workflow -> Browse Templates reads GET /workflow_templates: example_workflows/*.json of each pack."""
     listed = server._request("GET", "/workflow_templates")
     assert sorted(listed.get(ch.PACK_LINK_NAME, [])) == NAMES, listed
+
+
+@pytest.mark.server
+def test_template_thumbnails_served_by_the_host(server):
+    """The template browser shows /api/workflow_templates/<pack>/<name>.jpg beside each listed workflow: the host
+    serves every thumbnail, byte for byte, as a JPEG."""
+    for name in NAMES:
+        url = f"{server.url}/api/workflow_templates/{ch.PACK_LINK_NAME}/{name}.jpg"
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            body, kind = resp.read(), resp.headers.get("Content-Type", "")
+        assert kind.startswith("image/jpeg"), (name, kind)
+        assert body == (WF_DIR / f"{name}.jpg").read_bytes(), name
 
 
 @pytest.mark.server
