@@ -42,11 +42,9 @@ from typing import Optional
 import torch
 
 from .monitor import SILENT, Monitor
-from .ode_inversion import integrate_down
 from .problem import DenoiseFn, Denoiser
-from .spaces import derivative
-from .steps import ForwardStep, make_steps
-from .trajectory import Inversion, mirrors_bottom
+from .steps import make_steps
+from .trajectory import Inversion, sampler_step
 
 
 def landing_residual(target: torch.Tensor, landed: torch.Tensor) -> Optional[torch.Tensor]:
@@ -56,13 +54,6 @@ def landing_residual(target: torch.Tensor, landed: torch.Tensor) -> Optional[tor
     that (module docstring)."""
     r = target.to(landed.dtype) - landed
     return r if bool((r != 0).any()) else None
-
-
-def step_residual(step: ForwardStep, x: torch.Tensor, denoised: torch.Tensor, noise: Optional[torch.Tensor],
-                  target: torch.Tensor) -> Optional[torch.Tensor]:
-    """r_i of forward step ``step`` from x (at its sigma_hi, where the model gave ``denoised``) to ``target``."""
-    landed = step.forward(x, derivative(x, denoised, step.sigma_hi), noise)
-    return landing_residual(target, landed)
 
 
 def capture_residuals(denoise: DenoiseFn, inversion: Inversion, *, eta: float = 1.0, s_noise: float = 1.0,
@@ -85,14 +76,9 @@ def capture_residuals(denoise: DenoiseFn, inversion: Inversion, *, eta: float = 
     residuals = []
     for step in steps:
         monitor.check()
-        x = latents[step.index]
-        if mirrors_bottom(step, inversion.bottom):     # the sampler integrates this interval down (ODE inversion)
-            residuals.append(landing_residual(latents[step.index + 1], integrate_down(den, x, inversion.bottom)))
-            continue
-        denoised = known[step.index]
-        if denoised is None:
-            denoised = den(x, step.sigma_hi)
-        residuals.append(step_residual(step, x, denoised, inversion.noises[step.index], latents[step.index + 1]))
+        landed = sampler_step(den, step, latents[step.index], inversion.noises[step.index], inversion.bottom,
+                              denoised=known[step.index])
+        residuals.append(landing_residual(latents[step.index + 1], landed))
     return dataclasses.replace(
         inversion, residuals=residuals, residual_calls=den.calls, model_calls=inversion.model_calls + den.calls,
         image_evaluations=inversion.image_evaluations + den.image_evaluations, evaluations=None)

@@ -187,9 +187,20 @@ def invert(
                      bottom=solver.sampling_bottom(sigmas, parametrization))
 
 
-def mirrors_bottom(step, bottom: Optional[list]) -> bool:
-    """True for the deterministic step into sigma 0 when ``bottom`` levels are given (``Inversion.bottom``)."""
-    return bottom is not None and step.sigma_lo == 0.0 and not step.stochastic
+def sampler_step(den: Denoiser, step, x: torch.Tensor, noise: Optional[torch.Tensor], bottom: Optional[list] = None,
+                 denoised: Optional[torch.Tensor] = None, callback: Optional[Callable[[dict], None]] = None):
+    """Forward ``step`` from x as an inversion is sampled back: the step of its sampler (``denoised``: D(x, sigma_hi)
+    where already known, else one model call), or, on the deterministic step into sigma 0 with ``bottom`` levels
+    (``Inversion.bottom``), ``ode_inversion.integrate_down`` over them. ``callback`` as in :func:`sample`."""
+    if bottom is not None and step.sigma_lo == 0.0 and not step.stochastic:
+        if callback is not None:
+            callback({"i": step.index, "x": x, "sigma": step.sigma_hi, "denoised": x})
+        return integrate_down(den, x, bottom)
+    if denoised is None:
+        denoised = den(x, step.sigma_hi)
+    if callback is not None:
+        callback({"i": step.index, "x": x, "sigma": step.sigma_hi, "denoised": denoised})
+    return step.forward(x, derivative(x, denoised, step.sigma_hi), noise)
 
 
 def sample(
@@ -222,23 +233,11 @@ def sample(
     den = Denoiser(denoise, monitor, dtype)
     trajectory = [x]
     for step in make_steps(step_kind, sigmas, parametrization, eta, s_noise):
-        if mirrors_bottom(step, bottom):
-            if callback is not None:
-                callback({"i": step.index, "x": x, "sigma": step.sigma_hi, "denoised": x})
-            x = integrate_down(den, x, bottom)
-            if residuals is not None and residuals[step.index] is not None:
-                x = x + residuals[step.index].to(device=x.device, dtype=dtype)
-            trajectory.append(x)
-            continue
-        denoised = den(x, step.sigma_hi)
-        if callback is not None:
-            callback({"i": step.index, "x": x, "sigma": step.sigma_hi, "denoised": denoised})
-        d = derivative(x, denoised, step.sigma_hi)
         noise = None
         if step.stochastic:
             noise = noises[step.index] if noises is not None and noises[step.index] is not None else \
                 torch.randn(x.shape, generator=generator, dtype=dtype).to(x.device)
-        x = step.forward(x, d, noise)
+        x = sampler_step(den, step, x, noise, bottom, callback=callback)
         if residuals is not None and residuals[step.index] is not None:
             x = x + residuals[step.index].to(device=x.device, dtype=dtype)
         trajectory.append(x)
