@@ -39,7 +39,8 @@ RESIDUALS_TOOLTIP = ("With an inversion: what the inversion's step from each sto
                      "residual back, so with the inversion's conditioning and cfg the sampler passes through every "
                      "stored latent and returns the input whatever the method; with an edited conditioning the "
                      "same corrections are added to the edit. none: the sampler alone, as without stored "
-                     "residuals.")
+                     "residuals. After ODE Invert with a mirrored last interval, that interval is integrated down "
+                     "the inversion's substeps either way.")
 
 
 class InvertedSampler(PackNode):
@@ -53,7 +54,9 @@ class InvertedSampler(PackNode):
                    "first steps replay the source trajectory. A noise_mask on the latent (SetLatentNoiseMask) edits "
                    "inside the mask and keeps the source outside it. Without an INVERSION it samples a LATENT (from "
                    "an invert node's latent output) with euler over SIGMAS. With residuals 'all' every step also adds "
-                   "what the inversion's own step missed of the stored trajectory (see that input).")
+                   "what the inversion's own step missed of the stored trajectory (see that input). After ODE "
+                   "Invert it integrates the last interval down the inversion's substeps where the inversion "
+                   "mirrored it.")
 
     @classmethod
     def schema_inputs(cls):
