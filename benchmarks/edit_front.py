@@ -88,7 +88,10 @@ def shared_truth() -> Truth:
             ctx = torch.zeros((x.shape[0], 1, ccg.classes), dtype=torch.float64)
             ctx[:, :, k] = 1.0
             d_c = den(x, sigma, ctx)
-            return d_c if cfg == 1.0 else den(x, sigma, None) + cfg * (d_c - den(x, sigma, None))
+            if cfg == 1.0:
+                return d_c
+            d_u = den(x, sigma, None)
+            return d_u + cfg * (d_c - d_u)
         return fn
 
     def log_likelihood(x0, k):
